@@ -80,15 +80,27 @@ def split(secrets: Sequence[bytes], *, n: int, t: int, rng: RandomSource) -> np.
     ``i``'s share (at x = i + 1) of secret ``j``.
     """
     _check_params(n, t)
+    return split_at(secrets, xs=range(1, n + 1), t=t, rng=rng)
+
+
+def split_at(
+    secrets: Sequence[bytes], *, xs: Sequence[int], t: int, rng: RandomSource
+) -> np.ndarray:
+    """Share each secret t-of-len(xs), evaluating at the given distinct indices.
+
+    Used when holders are a subset of a cohort (dropouts, SecAgg+ graphs)
+    and keep their cohort-wide index. Returns (len(xs), m, 16) uint32.
+    """
+    x = _check_indices(xs)
+    _check_params(x.size, t)
     m = len(secrets)
     coeffs = np.empty((t, m * LIMBS), dtype=np.int64)
     coeffs[0] = secrets_to_limbs(secrets).reshape(-1)
     if t > 1:
         coeffs[1:] = uniform_below(rng, PRIME, (t - 1) * m * LIMBS).reshape(t - 1, -1)
-    xs = np.arange(1, n + 1, dtype=np.int64)
-    values = _vandermonde(xs, t) @ coeffs.astype(np.float64)
+    values = _vandermonde(x, t) @ coeffs.astype(np.float64)
     shares: np.ndarray = np.fmod(values, PRIME).astype(np.uint32)
-    return shares.reshape(n, m, LIMBS)
+    return shares.reshape(x.size, m, LIMBS)
 
 
 def _inverse(values: np.ndarray) -> np.ndarray:
@@ -172,6 +184,7 @@ def reconstruct(
     k = len(xs)
     if k < t or shares.shape[0] != k:
         raise InvalidShare("not enough shares")
+    _check_indices(xs)  # all k: a duplicate across the first t and the extras is InvalidShare too
     secrets = reconstruct_with(lagrange_at_zero(xs[:t]), shares[:t])
     if verify_extra and k > t:
         _verify_on_polynomial(xs, shares, t)

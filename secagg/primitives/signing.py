@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from Crypto.PublicKey import ECC
 from Crypto.Signature import eddsa
 
 from secagg.encoding import Field, encode
@@ -83,6 +82,6 @@ def check_public_key(public: bytes) -> None:
     if len(public) != PUBLIC_BYTES:
         raise InvalidKey("Ed25519 public key must be 32 bytes")
     try:
-        ECC.import_key(public, curve_name="Ed25519")
+        eddsa.import_public_key(public)  # RFC 8032 §5.1.3 decoding of the raw 32 bytes
     except ValueError as exc:
         raise InvalidKey("invalid Ed25519 public key") from exc

@@ -1,0 +1,154 @@
+"""Round configuration and the threshold policy.
+
+The config is public: the server announces it and every client checks it
+and binds its canonical encoding into the session id, so two clients shown
+different configs (model inconsistency) end up in different sessions and
+abort.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from secagg.encoding import encode
+from secagg.errors import ParameterError
+from secagg.quantization import Quantizer, check_no_wrap
+
+PROTOCOL_VERSION = 1
+Profile = Literal["active", "semi-honest"]
+PROFILES: tuple[Profile, ...] = ("active", "semi-honest")
+
+
+@dataclass(frozen=True, slots=True)
+class RoundConfig:
+    """Everything a client must agree to before it contributes to a round.
+
+    ``clients`` is the cohort (roster ids, strictly increasing); a client's
+    Shamir index is its position in the cohort plus one. ``degree`` is the
+    SecAgg+ neighbour count k, self excluded (None = complete graph, i.e.
+    SecAgg); the graph itself is drawn from the session id. ``nonce`` is
+    fresh per round, so no two sessions share an id even with equal configs. The masked
+    vector has ``dim`` model coordinates plus one weight coordinate.
+    """
+
+    round: int
+    clients: tuple[int, ...]
+    threshold: int
+    dim: int
+    modulus_bits: int
+    clip: float
+    levels: int
+    max_weight: int
+    profile: Profile
+    degree: int | None
+    nonce: bytes
+    model_hash: bytes
+
+    def __post_init__(self) -> None:
+        n = len(self.clients)
+        if self.round < 0:
+            raise ParameterError("round must be non-negative")
+        if n < 1 or any(c < 1 for c in self.clients):
+            raise ParameterError("cohort must hold positive client ids")
+        if list(self.clients) != sorted(set(self.clients)):
+            raise ParameterError("cohort ids must be strictly increasing")
+        if not 1 <= self.threshold <= n:
+            raise ParameterError(f"threshold must be in [1, {n}]")
+        if self.dim < 1:
+            raise ParameterError("dim must be positive")
+        if self.profile not in PROFILES:
+            raise ParameterError(f"profile must be one of {PROFILES}")
+        if self.degree is not None and not 1 <= self.degree:
+            raise ParameterError("degree must be positive")
+        if len(self.nonce) != 32 or len(self.model_hash) != 32:
+            raise ParameterError("nonce and model hash must be 32 bytes")
+        if self.max_weight < 1:
+            raise ParameterError("max_weight must be at least 1")
+        Quantizer(self.clip, self.levels)  # validates clip and levels
+        check_no_wrap(n, self.levels, self.max_weight, self.modulus_bits)
+
+    @property
+    def n(self) -> int:
+        """Cohort size."""
+        return len(self.clients)
+
+    @property
+    def quantizer(self) -> Quantizer:
+        """The fixed-point encoding of this round."""
+        return Quantizer(self.clip, self.levels)
+
+    @property
+    def vector_length(self) -> int:
+        """Words in a masked vector: the model coordinates plus the weight."""
+        return self.dim + 1
+
+    def index_of(self, client: int) -> int:
+        """Shamir x-coordinate of ``client`` (1-based cohort position)."""
+        return self.clients.index(client) + 1
+
+    def canonical(self) -> bytes:
+        """Unambiguous encoding, bound into the session id."""
+        return encode(
+            "round-config",
+            PROTOCOL_VERSION,
+            self.round,
+            encode(*self.clients),
+            self.threshold,
+            self.dim,
+            self.modulus_bits,
+            self.clip.hex(),
+            self.levels,
+            self.max_weight,
+            self.profile,
+            0 if self.degree is None else self.degree,
+            self.nonce,
+            self.model_hash,
+        )
+
+
+def minimum_threshold(n: int, *, profile: Profile, colluders: int) -> int:
+    """Smallest safe threshold for a cohort of n with up to ``colluders`` corrupt clients.
+
+    Active (malicious server): two disjoint honest views must not both reach
+    t shares, so t > (n + n_C)/2 (Bonawitz et al.). Semi-honest: the server
+    plus n_C clients must not reach t alone, so t > n_C.
+    """
+    if not 0 <= colluders < n:
+        raise ParameterError("colluders must be in [0, n)")
+    if profile == "active":
+        return (n + colluders) // 2 + 1
+    return colluders + 1
+
+
+def default_colluders(n: int) -> int:
+    """Assumed corrupt clients when none is stated: fewer than a third (n_C < n/3)."""
+    return max(0, (n - 1) // 3)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientPolicy:
+    """What an honest client insists on before it joins a round.
+
+    ``colluders`` is the number of corrupt clients the client assumes
+    (None = fewer than a third of the cohort). Lowering it weakens the
+    threshold check; tests do that to show the attacks it prevents.
+    """
+
+    colluders: int | None = None
+    min_cohort: int = 2
+
+    def check(self, config: RoundConfig) -> str | None:
+        """Return why ``config`` is unacceptable, or None."""
+        if config.n < self.min_cohort:
+            return f"cohort of {config.n} is below the minimum {self.min_cohort}"
+        # In a SecAgg+ graph a secret is shared among the k + 1 holders only, so the
+        # bound applies to a neighbourhood (exact SecAgg+ sizing: protocol.params).
+        n = config.n if config.degree is None else min(config.n, config.degree + 1)
+        colluders = default_colluders(n) if self.colluders is None else self.colluders
+        if colluders >= n:
+            return "assumed colluders exceed the cohort"
+        needed = minimum_threshold(n, profile=config.profile, colluders=colluders)
+        if config.threshold < needed:
+            return f"threshold {config.threshold} below the safe minimum {needed}"
+        return None

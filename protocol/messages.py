@@ -1,0 +1,153 @@
+"""Typed protocol messages, one frozen dataclass per round message.
+
+Client → server messages carry the sender id and the round, so the server
+can reject stale and misattributed messages without decoding anything else.
+Server → client messages carry only what the receiving client needs. The
+wire codec (``secagg_pb``) maps these one to one; no string keys anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocol.config import RoundConfig
+
+# ---------------------------------------------------------------- client → server
+
+
+@dataclass(frozen=True, slots=True)
+class AdvertiseKeys:
+    """Round 0: the encryption key c_pk and mask key s_pk, signed (active profile)."""
+
+    client: int
+    round: int
+    c_public: bytes
+    s_public: bytes
+    signature: bytes  # empty in the semi-honest profile
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptedShare:
+    """One AES-GCM ciphertext of (shares of s_sk and b) from ``sender`` to ``recipient``."""
+
+    sender: int
+    recipient: int
+    ciphertext: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ShareKeys:
+    """Round 1: shares for every holder, and a signed commitment to the self-mask seed."""
+
+    client: int
+    round: int
+    shares: tuple[EncryptedShare, ...]
+    self_mask_commitment: bytes
+    signature: bytes  # over the commitment; empty in the semi-honest profile
+
+
+@dataclass(frozen=True, slots=True)
+class MaskedInput:
+    """Round 2: y = w·q(x) ‖ w plus masks, bit-packed mod 2^k."""
+
+    client: int
+    round: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ConsistencySignature:
+    """Round 3 (active profile): the client's signature over the survivor set U3."""
+
+    client: int
+    round: int
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class UnmaskShares:
+    """Round 4: per peer, *either* its self-mask share (alive) or its key share (dropped)."""
+
+    client: int
+    round: int
+    self_mask_shares: tuple[tuple[int, bytes], ...]  # (owner, share) for owners in U3
+    key_shares: tuple[tuple[int, bytes], ...]  # (owner, share) for owners in U2 \ U3
+
+
+@dataclass(frozen=True, slots=True)
+class ClientAbort:
+    """The client leaves the round; ``reason`` is for the audit log."""
+
+    client: int
+    round: int
+    reason: str
+
+
+ClientMessage = (
+    AdvertiseKeys | ShareKeys | MaskedInput | ConsistencySignature | UnmaskShares | ClientAbort
+)
+
+# ---------------------------------------------------------------- server → client
+
+
+@dataclass(frozen=True, slots=True)
+class RoundStart:
+    """Announces the round config; the client answers with AdvertiseKeys."""
+
+    config: RoundConfig
+
+
+@dataclass(frozen=True, slots=True)
+class KeyList:
+    """U1: every client's signed AdvertiseKeys, as received by the server."""
+
+    keys: tuple[AdvertiseKeys, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ShareBundle:
+    """The shares addressed to this client, and U2 (everyone who sent shares).
+
+    Receiving it is the request to send the masked input.
+    """
+
+    senders: tuple[int, ...]
+    shares: tuple[EncryptedShare, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsistencyRequest:
+    """U3 (active profile): the clients whose masked input the server holds."""
+
+    survivors: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UnmaskRequest:
+    """U3 again, with ≥ t signatures over it (active profile; empty when semi-honest)."""
+
+    survivors: tuple[int, ...]
+    signatures: tuple[tuple[int, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RoundComplete:
+    """The server rebuilt the sum; the client's part is done."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerAbort:
+    """The round is aborted; no client may send anything else for it."""
+
+    reason: str
+
+
+ServerMessage = (
+    RoundStart
+    | KeyList
+    | ShareBundle
+    | ConsistencyRequest
+    | UnmaskRequest
+    | RoundComplete
+    | ServerAbort
+)

@@ -1,0 +1,450 @@
+"""The server side of SecAgg / SecAgg+ as a sans-I/O state machine.
+
+The host feeds client messages to :meth:`ServerMachine.receive` (which
+raises a :class:`ProtocolError` subclass for anything it rejects, and never
+changes accepted state when it does), asks :meth:`ready_to_advance`, and
+calls :meth:`advance` when everyone answered or the phase deadline passed:
+the host owns the clock. Clients that did not answer by then are dropouts.
+Below t survivors the round aborts and every remaining client is told.
+
+Masked inputs are summed as they arrive, so memory is one accumulator, not
+one vector per client.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from protocol import session as ses
+from protocol.config import RoundConfig
+from protocol.errors import (
+    AuthenticationFailed,
+    ConflictingMessage,
+    InvalidMessage,
+    ProtocolError,
+    RoundAborted,
+    UnknownClient,
+    WrongPhase,
+)
+from protocol.graph import NeighbourGraph, graph_from_seed
+from protocol.messages import (
+    AdvertiseKeys,
+    ClientAbort,
+    ClientMessage,
+    ConsistencyRequest,
+    ConsistencySignature,
+    KeyList,
+    MaskedInput,
+    RoundComplete,
+    RoundStart,
+    ServerAbort,
+    ServerMessage,
+    ShareBundle,
+    ShareKeys,
+    UnmaskRequest,
+    UnmaskShares,
+)
+from secagg.errors import InvalidKey, InvalidShare, InvalidSignature, ParameterError
+from secagg.masking import add_into, pairwise_seed, remove_masks, self_mask_seed
+from secagg.packing import packed_size, unpack
+from secagg.primitives import shamir
+from secagg.primitives.prg import reduce_mod, word_dtype
+from secagg.primitives.signing import verify
+from secagg.primitives.x25519 import KEY_BYTES, x25519_public, x25519_shared
+from secagg.quantization import Quantizer, dequantize_sum
+
+Outgoing = list[tuple[int, ServerMessage]]
+
+
+class ServerPhase(enum.Enum):
+    """Which client message the server is collecting."""
+
+    ADVERTISE = "advertise"
+    SHARE = "share"
+    MASKED = "masked"
+    CONSISTENCY = "consistency"
+    UNMASK = "unmask"
+    COMPLETED = "completed"
+    ABORTED = "aborted"
+
+
+_EXPECTED: dict[ServerPhase, type] = {
+    ServerPhase.ADVERTISE: AdvertiseKeys,
+    ServerPhase.SHARE: ShareKeys,
+    ServerPhase.MASKED: MaskedInput,
+    ServerPhase.CONSISTENCY: ConsistencySignature,
+    ServerPhase.UNMASK: UnmaskShares,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateResult:
+    """The unmasked sum: Σ w_k·q(x_k) per coordinate and Σ w_k, over ``survivors``."""
+
+    total: np.ndarray
+    weight_sum: int
+    survivors: tuple[int, ...]
+    quantizer: Quantizer
+
+    def weighted_sum(self) -> np.ndarray:
+        """Σ_k w_k·x_k, dequantised."""
+        return dequantize_sum(self.total, self.quantizer, weight_sum=self.weight_sum)
+
+    def weighted_mean(self) -> np.ndarray:
+        """Σ_k w_k·x_k / Σ_k w_k (the FedAvg update)."""
+        if self.weight_sum == 0:
+            raise ParameterError("all weights are zero")
+        out: np.ndarray = self.weighted_sum() / self.weight_sum
+        return out
+
+
+@dataclass
+class _Phase:
+    """Messages accepted in one phase, by client."""
+
+    accepted: dict[int, ClientMessage] = field(default_factory=dict)
+    digests: dict[int, bytes] = field(default_factory=dict)
+
+
+class ServerMachine:
+    """The aggregator's view of one round."""
+
+    def __init__(self, config: RoundConfig, *, roster: Mapping[int, bytes] | None = None) -> None:
+        if config.profile == "active" and not roster:
+            raise ParameterError("the active profile needs a roster of signing keys")
+        self.config = config
+        self.phase = ServerPhase.ADVERTISE
+        self.abort_reason: str | None = None
+        self.result: AggregateResult | None = None
+        #: Clients excluded from the rest of the round, with the reason (audit log).
+        self.excluded: dict[int, str] = {}
+        self._roster = dict(roster or {})
+        self._graph: NeighbourGraph | None = None  # fixed by the session id, after round 0
+        self._phases: dict[ServerPhase, _Phase] = {p: _Phase() for p in _EXPECTED}
+        self._expected: set[int] = set(config.clients)
+        self._session = b""
+        self._u1: dict[int, AdvertiseKeys] = {}
+        self._u2: dict[int, ShareKeys] = {}
+        self._u3: tuple[int, ...] = ()
+        self._sum = np.zeros(config.vector_length, dtype=word_dtype(config.modulus_bits))
+
+    # ------------------------------------------------------------------ host API
+
+    @property
+    def session_id(self) -> bytes:
+        """The session id (empty until the key list was sent)."""
+        return self._session
+
+    @property
+    def aborted(self) -> bool:
+        """True once the round is aborted."""
+        return self.phase is ServerPhase.ABORTED
+
+    @property
+    def survivors(self) -> tuple[int, ...]:
+        """U3: clients whose masked input is in the sum (after the masked phase)."""
+        return self._u3
+
+    def start(self) -> Outgoing:
+        """Announce the round to the cohort."""
+        return [(c, RoundStart(self.config)) for c in self.config.clients]
+
+    def waiting_for(self) -> set[int]:
+        """Clients expected to answer in this phase who have not yet."""
+        if self.phase not in _EXPECTED:
+            return set()
+        answered = self._phases[self.phase].accepted.keys()
+        return {c for c in self._expected if c not in answered and c not in self.excluded}
+
+    def ready_to_advance(self) -> bool:
+        """True once every expected client answered (the host may advance earlier at a deadline)."""
+        return self.phase in _EXPECTED and not self.waiting_for()
+
+    def receive(self, client: int, msg: ClientMessage) -> None:
+        """Accept one message from authenticated ``client``, or raise why not."""
+        if self.phase is ServerPhase.ABORTED:
+            raise RoundAborted(f"round {self.config.round} was aborted: {self.abort_reason}")
+        if self.phase is ServerPhase.COMPLETED:
+            raise WrongPhase(f"round {self.config.round} is completed")
+        if client not in self.config.clients:
+            raise UnknownClient(f"client {client} is not in this round's cohort")
+        if msg.client != client:
+            raise AuthenticationFailed(f"message claims client {msg.client}, sender is {client}")
+        if msg.round != self.config.round:
+            raise WrongPhase(f"message for round {msg.round}, current round is {self.config.round}")
+        if client in self.excluded:
+            raise WrongPhase(f"client {client} is no longer in the round ({self.excluded[client]})")
+        if isinstance(msg, ClientAbort):
+            self.excluded[client] = f"client aborted: {msg.reason[:200]}"
+            return
+        expected = _EXPECTED[self.phase]
+        if not isinstance(msg, expected):
+            raise WrongPhase(f"{type(msg).__name__} is not accepted in phase {self.phase.value}")
+        if client not in self._expected:
+            raise WrongPhase(f"client {client} did not take part in the previous phase")
+        record = self._phases[self.phase]
+        digest = _digest(msg)
+        if client in record.digests:
+            if record.digests[client] == digest:
+                return  # an identical retry: already accepted, nothing changes
+            self.excluded[client] = "sent a conflicting second message"
+            raise ConflictingMessage(
+                f"client {client} already sent a different {expected.__name__}"
+            )
+        try:
+            self._validate_and_apply(client, msg)
+        except ProtocolError as exc:
+            self.excluded[client] = str(exc)
+            raise
+        record.accepted[client] = _stored(msg)
+        record.digests[client] = digest
+
+    def advance(self) -> Outgoing:
+        """Close the current phase: non-responders drop out; returns the next requests."""
+        if self.phase not in _EXPECTED:
+            raise WrongPhase(f"cannot advance from {self.phase.value}")
+        answered = sorted(c for c in self._phases[self.phase].accepted if c not in self.excluded)
+        if self.phase is ServerPhase.MASKED:
+            # A client excluded after its masked input was summed stays in U3: its input
+            # cannot be taken out, and its masks are removed with the others' shares.
+            answered = sorted(self._phases[self.phase].accepted)
+        if len(answered) < self.config.threshold:
+            return self._abort(
+                f"only {len(answered)} clients answered in phase {self.phase.value}, "
+                f"threshold is {self.config.threshold}"
+            )
+        step = {
+            ServerPhase.ADVERTISE: self._after_advertise,
+            ServerPhase.SHARE: self._after_share,
+            ServerPhase.MASKED: self._after_masked,
+            ServerPhase.CONSISTENCY: self._after_consistency,
+            ServerPhase.UNMASK: self._after_unmask,
+        }[self.phase]
+        return step(answered)
+
+    # ------------------------------------------------------------------ validation
+
+    def _holders(self, client: int) -> frozenset[int]:
+        assert self._graph is not None
+        i = self.config.index_of(client) - 1
+        return frozenset(self.config.clients[j] for j in self._graph.holders(i))
+
+    def _verify(self, client: int, signature: bytes, *fields: bytes | str | int) -> None:
+        if self.config.profile != "active":
+            if signature:
+                raise InvalidMessage("signatures are not used in the semi-honest profile")
+            return
+        try:
+            verify(self._roster[client], signature, *fields)
+        except (InvalidSignature, KeyError):
+            raise AuthenticationFailed(f"bad signature from client {client}") from None
+
+    def _validate_and_apply(self, client: int, msg: ClientMessage) -> None:
+        match msg:
+            case AdvertiseKeys():
+                if len(msg.c_public) != KEY_BYTES or len(msg.s_public) != KEY_BYTES:
+                    raise InvalidMessage("public keys must be 32 bytes")
+                self._verify(
+                    client,
+                    msg.signature,
+                    *ses.advertise_fields(self.config, client, msg.c_public, msg.s_public),
+                )
+            case ShareKeys():
+                want = (self._holders(client) & self._u1.keys()) - {client}
+                got = [s.recipient for s in msg.shares]
+                if len(set(got)) != len(got) or set(got) != want:
+                    raise InvalidMessage("shares must go to exactly the client's neighbours in U1")
+                if any(s.sender != client for s in msg.shares):
+                    raise InvalidMessage("shares must name their sender")
+                if any(len(s.ciphertext) != ses.SHARE_CIPHERTEXT_BYTES for s in msg.shares):
+                    raise InvalidMessage(
+                        f"share ciphertexts must be {ses.SHARE_CIPHERTEXT_BYTES} bytes"
+                    )
+                if len(msg.self_mask_commitment) != 32:
+                    raise InvalidMessage("commitment must be 32 bytes")
+                self._verify(
+                    client,
+                    msg.signature,
+                    *ses.commitment_fields(self._session, client, msg.self_mask_commitment),
+                )
+            case MaskedInput():
+                expected = packed_size(self.config.vector_length, self.config.modulus_bits)
+                if len(msg.payload) != expected:
+                    raise InvalidMessage(
+                        f"masked input has {len(msg.payload)} bytes, expected {expected}"
+                    )
+                try:
+                    values = unpack(
+                        msg.payload, self.config.vector_length, self.config.modulus_bits
+                    )
+                except ParameterError as exc:
+                    raise InvalidMessage(str(exc)) from None
+                add_into(self._sum, values.astype(self._sum.dtype), self.config.modulus_bits)
+            case ConsistencySignature():
+                self._verify(client, msg.signature, *ses.survivors_fields(self._session, self._u3))
+            case UnmaskShares():
+                self._check_unmask_shares(client, msg)
+
+    def _check_unmask_shares(self, client: int, msg: UnmaskShares) -> None:
+        alive = set(self._u3)
+        held = {owner for owner in self._u2 if client in self._holders(owner)}
+        want_self = {o for o in held if o in alive}
+        want_keys = held - alive
+        self_owners = [o for o, _ in msg.self_mask_shares]
+        key_owners = [o for o, _ in msg.key_shares]
+        if len(set(self_owners)) != len(self_owners) or set(self_owners) != want_self:
+            raise InvalidMessage("self-mask shares must cover exactly the surviving peers")
+        if len(set(key_owners)) != len(key_owners) or set(key_owners) != want_keys:
+            raise InvalidMessage("key shares must cover exactly the dropped peers")
+        try:
+            for _, share in msg.self_mask_shares + msg.key_shares:
+                shamir.share_from_bytes(share)
+        except InvalidShare as exc:
+            raise InvalidMessage(f"malformed share: {exc}") from None
+
+    # ------------------------------------------------------------------ transitions
+
+    def _abort(self, reason: str) -> Outgoing:
+        self.phase = ServerPhase.ABORTED
+        self.abort_reason = reason
+        notify = sorted(c for c in self._expected if c not in self.excluded)
+        return [(c, ServerAbort(reason)) for c in notify]
+
+    def _after_advertise(self, answered: list[int]) -> Outgoing:
+        accepted = self._phases[ServerPhase.ADVERTISE].accepted
+        self._u1 = {c: accepted[c] for c in answered}  # type: ignore[misc]
+        keys = tuple(self._u1[c] for c in answered)
+        self._session = ses.session_id(self.config, keys)
+        self._graph = graph_from_seed(
+            self.config.n, self.config.degree, ses.graph_seed(self._session)
+        )
+        self._expected = set(answered)
+        self.phase = ServerPhase.SHARE
+        return [(c, KeyList(keys)) for c in answered]
+
+    def _after_share(self, answered: list[int]) -> Outgoing:
+        accepted = self._phases[ServerPhase.SHARE].accepted
+        self._u2 = {c: accepted[c] for c in answered}  # type: ignore[misc]
+        out: Outgoing = []
+        for v in answered:
+            shares = tuple(s for u in answered for s in self._u2[u].shares if s.recipient == v)
+            out.append((v, ShareBundle(tuple(answered), shares)))
+        self._expected = set(answered)
+        self.phase = ServerPhase.MASKED
+        return out
+
+    def _after_masked(self, answered: list[int]) -> Outgoing:
+        self._u3 = tuple(answered)
+        self._expected = {c for c in answered if c not in self.excluded}
+        if self.config.profile == "active":
+            self.phase = ServerPhase.CONSISTENCY
+            return [(c, ConsistencyRequest(self._u3)) for c in sorted(self._expected)]
+        self.phase = ServerPhase.UNMASK
+        return [(c, UnmaskRequest(self._u3, ())) for c in sorted(self._expected)]
+
+    def _after_consistency(self, answered: list[int]) -> Outgoing:
+        accepted = self._phases[ServerPhase.CONSISTENCY].accepted
+        signatures = tuple((c, accepted[c].signature) for c in answered)  # type: ignore[union-attr]
+        self._expected = set(answered)
+        self.phase = ServerPhase.UNMASK
+        return [(c, UnmaskRequest(self._u3, signatures)) for c in answered]
+
+    def _after_unmask(self, answered: list[int]) -> Outgoing:
+        try:
+            self.result = self._unmask(answered)
+        except (InvalidShare, InvalidKey) as exc:
+            return self._abort(f"unmasking failed: {exc}")
+        self.phase = ServerPhase.COMPLETED
+        return [(c, RoundComplete()) for c in answered]
+
+    # ------------------------------------------------------------------ unmasking
+
+    def _collect(
+        self, answered: list[int], *, self_masks: bool
+    ) -> dict[int, list[tuple[int, bytes]]]:
+        """owner -> [(holder x, share)] in holder order."""
+        accepted = self._phases[ServerPhase.UNMASK].accepted
+        out: dict[int, list[tuple[int, bytes]]] = {}
+        for holder in answered:
+            msg = accepted[holder]
+            assert isinstance(msg, UnmaskShares)
+            for owner, share in msg.self_mask_shares if self_masks else msg.key_shares:
+                out.setdefault(owner, []).append((self.config.index_of(holder), share))
+        return out
+
+    def _reconstruct(
+        self, shares: dict[int, list[tuple[int, bytes]]], owners: list[int]
+    ) -> dict[int, bytes]:
+        """Rebuild each owner's secret; one Lagrange row per distinct holder set."""
+        t = self.config.threshold
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for owner in owners:
+            got = shares.get(owner, [])
+            if len(got) < t:
+                raise InvalidShare(f"only {len(got)} shares for client {owner}, need {t}")
+            groups.setdefault(tuple(x for x, _ in got[:t]), []).append(owner)
+        secrets: dict[int, bytes] = {}
+        for xs, members in groups.items():
+            coefficients = shamir.lagrange_at_zero(xs)
+            stacked = np.stack(
+                [np.stack([shamir.share_from_bytes(s) for _, s in shares[o][:t]]) for o in members],
+                axis=1,
+            )  # (t, m, 16)
+            for owner, secret in zip(
+                members, shamir.reconstruct_with(coefficients, stacked), strict=True
+            ):
+                secrets[owner] = secret
+        return secrets
+
+    def _unmask(self, answered: list[int]) -> AggregateResult:
+        config = self.config
+        alive = list(self._u3)
+        dropped = sorted(set(self._u2) - set(alive))
+        b = self._reconstruct(self._collect(answered, self_masks=True), alive)
+        s_sk = self._reconstruct(self._collect(answered, self_masks=False), dropped)
+        for owner, seed in b.items():
+            if ses.commitment(self._session, owner, seed) != self._u2[owner].self_mask_commitment:
+                raise InvalidShare(
+                    f"self-mask seed of client {owner} does not match its commitment"
+                )
+        for owner, key in s_sk.items():
+            if x25519_public(key) != self._u1[owner].s_public:
+                raise InvalidShare(f"mask key of client {owner} does not match its public key")
+        orphaned = []
+        for d in dropped:
+            for u in sorted(self._holders(d) & set(alive) - {d}):
+                shared = x25519_shared(s_sk[d], self._u1[u].s_public)
+                orphaned.append((u, d, pairwise_seed(shared, session_id=self._session, u=u, v=d)))
+        total = remove_masks(
+            self._sum,
+            bits=config.modulus_bits,
+            self_seeds=[self_mask_seed(b[u], session_id=self._session, owner=u) for u in alive],
+            orphaned_pairs=orphaned,
+        )
+        reduce_mod(total, config.modulus_bits)
+        weight_sum = int(total[config.dim])
+        values = total[: config.dim].astype(np.uint64)
+        if weight_sum > len(alive) * config.max_weight:
+            raise InvalidShare("weight sum exceeds what the survivors can contribute")
+        if values.size and int(values.max()) > (config.levels - 1) * weight_sum:
+            raise InvalidShare("aggregate out of range: a client sent an inconsistent weight")
+        return AggregateResult(values, weight_sum, tuple(alive), config.quantizer)
+
+
+def _digest(msg: ClientMessage) -> bytes:
+    """Identity of a message for idempotency: its full content."""
+    if isinstance(msg, MaskedInput):
+        return hashlib.sha256(b"masked" + msg.payload).digest()
+    return hashlib.sha256(repr(msg).encode()).digest()
+
+
+def _stored(msg: ClientMessage) -> ClientMessage:
+    """What the server keeps: masked payloads are already summed, so drop their bytes."""
+    if isinstance(msg, MaskedInput):
+        return MaskedInput(msg.client, msg.round, b"")
+    return msg

@@ -1,0 +1,229 @@
+"""Run one round in memory: N client machines and the server, no sockets.
+
+The same machines run over gRPC; here the "transport" is a loop that hands
+each message to its addressee. A drop plan removes clients at chosen phases
+(the client goes silent when that phase's request reaches it). The clock is
+a parameter, so this module stays free of ``time``; pass one to get timings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from protocol.client import ClientMachine
+from protocol.config import ClientPolicy, Profile, RoundConfig
+from protocol.errors import ProtocolError
+from protocol.messages import ClientMessage, UnmaskShares
+from protocol.server import AggregateResult, ServerMachine, ServerPhase
+from secagg.errors import ParameterError
+from secagg.primitives.signing import SigningKey, signing_key
+from secagg.quantization import required_modulus_bits
+from secagg.rng import DeterministicRandomSource, uniform_below
+
+#: Phases in the order clients answer them; a drop at a phase = silence from then on.
+PHASES = ("advertise", "share", "masked", "consistency", "unmask")
+Clock = Callable[[], float]
+
+
+@dataclass
+class SimulationReport:
+    """What happened in one simulated round."""
+
+    completed: bool
+    abort_reason: str | None
+    cohort: tuple[int, ...]
+    dropped: dict[str, list[int]]
+    survivors: tuple[int, ...]
+    exact: bool | None  # unmasked sum == exact sum of survivors' inputs (None if aborted)
+    result: AggregateResult | None
+    expected_total: np.ndarray | None
+    unmask_releases: dict[int, UnmaskShares]  # every unmasking reply sent, by client
+    rejections: list[tuple[int, str]]
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)
+    client_seconds: dict[int, float] = field(default_factory=dict)
+    bytes_up: dict[int, int] = field(default_factory=dict)
+    bytes_down: dict[int, int] = field(default_factory=dict)
+
+
+def make_config(
+    *,
+    clients: int,
+    dim: int,
+    threshold: int | None = None,
+    degree: int | None = None,
+    profile: Profile = "active",
+    levels: int = 1 << 16,
+    clip: float = 1.0,
+    max_weight: int = 1,
+    modulus_bits: int | None = None,
+    round_: int = 0,
+    seed: bytes = b"",
+) -> RoundConfig:
+    """A valid config with sensible defaults (t = ⌊2n/3⌋+1, minimal modulus)."""
+    if clients < 1:
+        raise ParameterError("need at least one client")
+    holders = clients if degree is None else min(clients, degree + 1)
+    if threshold is None:
+        threshold = max(1, min(holders, 2 * holders // 3 + 1))
+    bits = modulus_bits or required_modulus_bits(clients, levels, max_weight)
+    tag = hashlib.sha256(b"simulation" + seed).digest()
+    return RoundConfig(
+        round=round_,
+        clients=tuple(range(1, clients + 1)),
+        threshold=threshold,
+        dim=dim,
+        modulus_bits=bits,
+        clip=clip,
+        levels=levels,
+        max_weight=max_weight,
+        profile=profile,
+        degree=degree,
+        nonce=tag,
+        model_hash=hashlib.sha256(b"model" + seed).digest(),
+    )
+
+
+def parse_drops(spec: str) -> dict[str, int]:
+    """'masked:2,unmask:1' → {'masked': 2, 'unmask': 1}."""
+    out: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        phase, _, count = part.partition(":")
+        if phase not in PHASES or not count.isdigit():
+            raise ParameterError(f"bad drop spec {part!r}: use PHASE:COUNT with PHASE in {PHASES}")
+        out[phase] = out.get(phase, 0) + int(count)
+    return out
+
+
+def _message_size(msg: object) -> int:
+    """Approximate wire size: the bytes fields plus 8 bytes per integer field."""
+    total = 0
+    stack = [msg]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bytes):
+            total += len(item)
+        elif isinstance(item, int | float | str):
+            total += 8 if not isinstance(item, str) else len(item)
+        elif isinstance(item, tuple | list):
+            stack.extend(item)
+        elif hasattr(item, "__slots__"):
+            stack.extend(getattr(item, s) for s in item.__slots__)
+    return total
+
+
+def simulate(
+    config: RoundConfig,
+    *,
+    levels: Mapping[int, np.ndarray] | None = None,
+    weights: Mapping[int, int] | None = None,
+    drops: Mapping[str, int] | None = None,
+    seed: int | bytes = 0,
+    policy: ClientPolicy | None = None,
+    clock: Clock | None = None,
+) -> SimulationReport:
+    """Run one round; inputs default to random levels drawn from ``seed``."""
+    rng = DeterministicRandomSource(seed if isinstance(seed, bytes) else seed.to_bytes(8, "little"))
+    cohort = config.clients
+    keys: dict[int, SigningKey] = {c: signing_key(rng) for c in cohort}
+    roster = {c: k.public for c, k in keys.items()}
+    if levels is None:
+        levels = {
+            c: uniform_below(rng, config.levels, config.dim).astype(np.uint64) for c in cohort
+        }
+    weights = weights or {c: 1 for c in cohort}
+
+    drop_at: dict[int, str] = {}
+    pool = list(cohort)
+    for phase in PHASES:
+        for _ in range((drops or {}).get(phase, 0)):
+            if not pool:
+                raise ParameterError("more drops than clients")
+            drop_at[pool.pop(int(uniform_below(rng, len(pool), 1)[0]))] = phase
+
+    tick: Clock = clock or (lambda: 0.0)
+    clients = {
+        c: ClientMachine(
+            c, rng=rng.fork(f"client-{c}"), signing_key=keys[c], roster=roster, policy=policy
+        )
+        for c in cohort
+    }
+    server = ServerMachine(config, roster=roster)
+    for c in cohort:
+        clients[c].set_levels(levels[c], weight=weights[c], model_hash=config.model_hash)
+
+    report = SimulationReport(
+        completed=False,
+        abort_reason=None,
+        cohort=cohort,
+        dropped={p: [] for p in PHASES},
+        survivors=(),
+        exact=None,
+        result=None,
+        expected_total=None,
+        unmask_releases={},
+        rejections=[],
+        client_seconds={c: 0.0 for c in cohort},
+        bytes_up={c: 0 for c in cohort},
+        bytes_down={c: 0 for c in cohort},
+    )
+    gone: set[int] = set()
+    outbox = server.start()
+    phases = [p for p in PHASES if p != "consistency" or config.profile == "active"]
+    for phase in [*phases, "done"]:
+        client_s = 0.0
+        for cid, msg in outbox:
+            report.bytes_down[cid] += _message_size(msg)
+            if cid in gone:
+                continue
+            if drop_at.get(cid) == phase:
+                gone.add(cid)
+                report.dropped[phase].append(cid)
+                continue
+            start = tick()
+            replies: list[ClientMessage] = clients[cid].handle(msg)
+            elapsed = tick() - start
+            client_s += elapsed
+            report.client_seconds[cid] += elapsed
+            for reply in replies:
+                report.bytes_up[cid] += _message_size(reply)
+                if isinstance(reply, UnmaskShares):
+                    report.unmask_releases[cid] = reply
+                start = tick()
+                try:
+                    server.receive(cid, reply)
+                except ProtocolError as exc:
+                    report.rejections.append((cid, f"{type(exc).__name__}: {exc}"))
+                report.timings.setdefault(phase, {}).setdefault("server_s", 0.0)
+                report.timings[phase]["server_s"] += tick() - start
+        if phase == "done" or server.aborted:
+            break
+        start = tick()
+        outbox = server.advance()
+        timing = report.timings.setdefault(phase, {})
+        timing["clients_s"] = client_s
+        timing["server_s"] = timing.get("server_s", 0.0) + tick() - start
+        if server.aborted:
+            for cid, msg in outbox:  # deliver the abort
+                if cid not in gone:
+                    clients[cid].handle(msg)
+            break
+
+    report.completed = server.phase is ServerPhase.COMPLETED
+    report.abort_reason = server.abort_reason
+    report.survivors = server.survivors
+    if report.completed:
+        assert server.result is not None
+        report.result = server.result
+        expected = np.zeros(config.dim, dtype=object)
+        for c in server.survivors:
+            expected = expected + levels[c].astype(object) * weights[c]
+        report.expected_total = expected.astype(np.uint64)
+        report.exact = bool(
+            np.array_equal(server.result.total, report.expected_total)
+            and server.result.weight_sum == sum(weights[c] for c in server.survivors)
+        )
+    return report
