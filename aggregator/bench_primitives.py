@@ -49,6 +49,7 @@ def run(*, dim: int = 1_000_000, repeat: int = 7, bits: int = 32) -> dict[str, A
     }
     for n, t in ((100, 67), (1000, 667)):
         secrets = [rng.random_bytes(32) for _ in range(1000)]
+
         # A client deals two secrets (mask key and self-mask seed) to n holders.
         def deal(pair: list[bytes] = secrets[:2], n: int = n, t: int = t) -> None:
             shamir.split(pair, n=n, t=t, rng=rng)

@@ -14,7 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from secagg.errors import SecAggError
+from protocol.config import PROFILES
+from secagg.errors import ParameterError, SecAggError
 
 
 def _print_json(obj: Any) -> None:
@@ -48,6 +49,75 @@ def _bench_primitives(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_mask(args: argparse.Namespace) -> int:
+    from aggregator import bench_mask
+
+    result = bench_mask.run(
+        clients=args.clients,
+        dim=args.dim,
+        degree=args.degree,
+        dropout=args.dropout,
+        repeat=args.repeat,
+        profile=args.profile,
+        threshold=args.threshold,
+        seed=args.seed,
+    )
+    if args.json:
+        _print_json(result)
+    else:
+        for key, value in result.items():
+            print(f"{key:24s} {value}")
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import time
+
+    from protocol.simulation import make_config, parse_drops, simulate
+
+    config = make_config(
+        clients=args.clients,
+        dim=args.dim,
+        threshold=args.threshold,
+        degree=None if args.graph == "complete" else args.degree,
+        profile=args.profile,
+        seed=str(args.seed).encode(),
+    )
+    if args.graph == "harary" and args.degree is None:
+        raise ParameterError("--graph harary needs --degree K")
+    report = simulate(config, drops=parse_drops(args.drop), seed=args.seed, clock=time.perf_counter)
+    summary = {
+        "clients": config.n,
+        "dim": config.dim,
+        "threshold": config.threshold,
+        "graph": "complete" if config.degree is None else "harary",
+        "degree": config.degree if config.degree is not None else config.n - 1,
+        "profile": config.profile,
+        "modulus_bits": config.modulus_bits,
+        "completed": report.completed,
+        "abort_reason": report.abort_reason,
+        "exact_sum": report.exact,
+        "survivors": list(report.survivors),
+        "dropped": report.dropped,
+        "rejections": [{"client": c, "error": e} for c, e in report.rejections],
+        "unmasking_shares_released": sorted(report.unmask_releases),
+        "timings_s": report.timings,
+    }
+    if args.json:
+        _print_json(summary)
+    else:
+        status = "completed" if report.completed else f"ABORTED ({report.abort_reason})"
+        alive = f"{len(report.survivors)}/{config.n}"
+        print(f"round {status}; survivors {alive}; exact sum: {report.exact}")
+        for phase, ids in report.dropped.items():
+            if ids:
+                print(f"  dropped at {phase}: {ids}")
+        for phase, t in report.timings.items():
+            clients_s, server_s = t.get("clients_s", 0.0), t["server_s"]
+            print(f"  {phase:12s} clients {clients_s:8.3f} s   server {server_s:8.3f} s")
+    return 0 if report.completed or args.drop else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (kept separate so tests can inspect it)."""
     parser = argparse.ArgumentParser(prog="secagg", description=__doc__.splitlines()[0])
@@ -60,6 +130,38 @@ def build_parser() -> argparse.ArgumentParser:
     prim.add_argument("--repeat", type=int, default=7, help="repeats per measurement (median)")
     prim.add_argument("--json", action="store_true", help="print one JSON object")
     prim.set_defaults(func=_bench_primitives)
+
+    mask = bench_sub.add_parser("mask", help="one masked round in memory, timed per party")
+    mask.add_argument("--clients", type=int, required=True)
+    mask.add_argument("--dim", type=int, required=True)
+    mask.add_argument(
+        "--degree", type=int, default=None, help="SecAgg+ neighbours (default: complete)"
+    )
+    mask.add_argument(
+        "--dropout", type=float, default=0.0, help="fraction dropping after ShareKeys"
+    )
+    mask.add_argument("--repeat", type=int, default=1)
+    mask.add_argument("--profile", choices=PROFILES, default="active")
+    mask.add_argument("--threshold", type=int, default=None)
+    mask.add_argument("--seed", type=int, default=0)
+    mask.add_argument("--json", action="store_true")
+    mask.set_defaults(func=_bench_mask)
+
+    sim = sub.add_parser("simulate", help="run N clients and the server in memory")
+    sim.add_argument("--clients", type=int, default=10)
+    sim.add_argument("--dim", type=int, default=1000)
+    sim.add_argument("--threshold", type=int, default=None, help="default ⌊2n/3⌋+1")
+    sim.add_argument("--graph", choices=("complete", "harary"), default="complete")
+    sim.add_argument("--degree", type=int, default=None, help="neighbours per client (harary)")
+    sim.add_argument("--profile", choices=PROFILES, default="active")
+    sim.add_argument(
+        "--drop",
+        default="",
+        help="PHASE:COUNT[,...] with PHASE in advertise, share, masked, consistency, unmask",
+    )
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--json", action="store_true")
+    sim.set_defaults(func=_simulate)
     return parser
 
 

@@ -47,7 +47,7 @@ from secagg.packing import pack
 from secagg.primitives import aead, shamir
 from secagg.primitives.kdf import derive_key
 from secagg.primitives.signing import SigningKey, sign, verify
-from secagg.primitives.x25519 import X25519KeyPair, x25519_keypair, x25519_shared
+from secagg.primitives.x25519 import X25519KeyPair, x25519_keypair
 from secagg.quantization import quantize
 from secagg.rng import RandomSource
 
@@ -132,6 +132,7 @@ class ClientMachine:
         self._b: bytes | None = None
         self._peers: dict[int, PeerState] = {}
         self._held: dict[int, tuple[bytes, bytes]] = {}  # owner -> (key share, self share)
+        self._c_shared: dict[int, bytes] = {}  # peer -> X25519 secret for share encryption
         self._signed_survivors: tuple[int, ...] | None = None
         #: Digest of the masked payload once sent (hosts persist it; never re-mask).
         self.masked_digest: bytes | None = None
@@ -214,6 +215,7 @@ class ClientMachine:
         self._c = self._s = None
         self._b = None
         self._held.clear()
+        self._c_shared.clear()
 
     # ------------------------------------------------------------------ round 0
 
@@ -285,25 +287,25 @@ class ClientMachine:
             raise _Abort("key list repeats a public key")
         if len(msg.keys) < config.threshold:
             raise _Abort("too few clients advertised keys")
-        if config.profile == "active":
-            for k in msg.keys:
-                public = self._roster.get(k.client)
-                if public is None:
-                    raise _Abort(f"client {k.client} is not on the roster")
-                try:
-                    verify(
-                        public,
-                        k.signature,
-                        *ses.advertise_fields(config, k.client, k.c_public, k.s_public),
-                    )
-                except InvalidSignature:
-                    raise _Abort(f"bad key signature from client {k.client}") from None
         self._keys = {k.client: k for k in msg.keys}
         self._session = ses.session_id(config, msg.keys)
         self._graph = graph_from_seed(config.n, config.degree, ses.graph_seed(self._session))
         holders = sorted(self._neighbours() & self._keys.keys())
         if len(holders) < config.threshold:
             raise _Abort("too few neighbours advertised keys to share secrets")
+        if config.profile == "active":
+            # Only neighbours' keys are ever used; a forged key elsewhere changes
+            # the session id for everyone it is shown to, so masks would not cancel.
+            for peer in holders:
+                k = self._keys[peer]
+                public = self._roster.get(peer)
+                if public is None:
+                    raise _Abort(f"client {peer} is not on the roster")
+                fields = ses.advertise_fields(config, peer, k.c_public, k.s_public)
+                try:
+                    verify(public, k.signature, *fields)
+                except InvalidSignature:
+                    raise _Abort(f"bad key signature from client {peer}") from None
         self._peers = {c: PeerState.ADVERTISED for c in holders}
 
         self._b = self._rng.random_bytes(32)
@@ -336,12 +338,17 @@ class ClientMachine:
         self.phase = ClientPhase.AWAITING_SHARES
         return [ShareKeys(self.client_id, config.round, tuple(out), commitment, signature)]
 
-    def _share_key(self, peer: int, *, sender: int, recipient: int) -> bytes:
-        assert self._c is not None
+    def _agree(self, pair: X25519KeyPair | None, peer: int, public: bytes) -> bytes:
+        assert pair is not None
         try:
-            shared = x25519_shared(self._c.private, self._keys[peer].c_public)
+            return pair.exchange(public)
         except InvalidKey:
             raise _Abort(f"client {peer} advertised an invalid key") from None
+
+    def _share_key(self, peer: int, *, sender: int, recipient: int) -> bytes:
+        if peer not in self._c_shared:
+            self._c_shared[peer] = self._agree(self._c, peer, self._keys[peer].c_public)
+        shared = self._c_shared[peer]
         return derive_key(
             shared, label="share-encryption", session_id=self._session, context=(sender, recipient)
         )
@@ -402,10 +409,7 @@ class ClientMachine:
         for peer, state in self._peers.items():
             if peer == self.client_id or state is not PeerState.SHARED:
                 continue
-            try:
-                shared = x25519_shared(self._s.private, self._keys[peer].s_public)
-            except InvalidKey:
-                raise _Abort(f"client {peer} advertised an invalid key") from None
+            shared = self._agree(self._s, peer, self._keys[peer].s_public)
             pair_seeds[peer] = pairwise_seed(
                 shared, session_id=self._session, u=self.client_id, v=peer
             )
@@ -464,7 +468,10 @@ class ClientMachine:
                 raise _Abort("consistency signatures are malformed")
             if len(signers) < config.threshold:
                 raise _Abort("too few consistency signatures")
+            valid = 0
             for signer, signature in msg.signatures:
+                if valid >= config.threshold:
+                    break  # t valid signatures over the same U3 are what safety needs
                 try:
                     verify(
                         self._roster[signer],
@@ -473,6 +480,7 @@ class ClientMachine:
                     )
                 except (InvalidSignature, KeyError):
                     raise _Abort(f"bad consistency signature from client {signer}") from None
+                valid += 1
         alive = set(survivors)
         for peer, state in self._peers.items():
             if state is PeerState.SHARED:

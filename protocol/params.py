@@ -252,10 +252,14 @@ def _search_degree(
             # ones only one kind each: it needs 2t − k corrupt neighbours to
             # collect t of both. Smallest t with 2t − k > t1, minus one.
             t1 = (t1 + k) // 2
+        # Shamir needs t >= 2. FCP applies this floor only after its t1 < t2
+        # test, so when t1 = 0 it can return t = 2 that survivors do not reach
+        # w.h.p.; we test the threshold actually returned (see module notes).
+        t = max(t1 + 1, 2)
         # t2: the most surviving neighbours we can count on, w.h.p.
         t2 = _lower_quantile(n, survivors, k, log_q_correct)
-        if t1 < t2:
-            return k, max(t1 + 1, 2)
+        if t <= t2:
+            return k, t
     return None
 
 

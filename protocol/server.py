@@ -55,7 +55,7 @@ from secagg.packing import packed_size, unpack
 from secagg.primitives import shamir
 from secagg.primitives.prg import reduce_mod, word_dtype
 from secagg.primitives.signing import verify
-from secagg.primitives.x25519 import KEY_BYTES, x25519_public, x25519_shared
+from secagg.primitives.x25519 import KEY_BYTES, X25519KeyPair, x25519_public
 from secagg.quantization import Quantizer, dequantize_sum
 
 Outgoing = list[tuple[int, ServerMessage]]
@@ -417,8 +417,9 @@ class ServerMachine:
                 raise InvalidShare(f"mask key of client {owner} does not match its public key")
         orphaned = []
         for d in dropped:
+            pair = X25519KeyPair(s_sk[d])
             for u in sorted(self._holders(d) & set(alive) - {d}):
-                shared = x25519_shared(s_sk[d], self._u1[u].s_public)
+                shared = pair.exchange(self._u1[u].s_public)
                 orphaned.append((u, d, pairwise_seed(shared, session_id=self._session, u=u, v=d)))
         total = remove_masks(
             self._sum,

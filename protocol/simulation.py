@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from protocol.client import ClientMachine
-from protocol.config import ClientPolicy, Profile, RoundConfig
+from protocol.config import (
+    ClientPolicy,
+    Profile,
+    RoundConfig,
+    default_colluders,
+    minimum_threshold,
+)
 from protocol.errors import ProtocolError
 from protocol.messages import ClientMessage, UnmaskShares
 from protocol.server import AggregateResult, ServerMachine, ServerPhase
@@ -67,8 +73,12 @@ def make_config(
     if clients < 1:
         raise ParameterError("need at least one client")
     holders = clients if degree is None else min(clients, degree + 1)
-    if threshold is None:
-        threshold = max(1, min(holders, 2 * holders // 3 + 1))
+    if threshold is None and holders == clients:
+        threshold = max(1, 2 * clients // 3 + 1)
+    elif threshold is None:
+        # Sparse graph: a majority of each neighbourhood, raised to the policy's safe minimum.
+        safe = minimum_threshold(holders, profile=profile, colluders=default_colluders(holders))
+        threshold = min(holders, max(holders // 2 + 1, safe))
     bits = modulus_bits or required_modulus_bits(clients, levels, max_weight)
     tag = hashlib.sha256(b"simulation" + seed).digest()
     return RoundConfig(
@@ -119,13 +129,19 @@ def simulate(
     config: RoundConfig,
     *,
     levels: Mapping[int, np.ndarray] | None = None,
+    vectors: Mapping[int, np.ndarray] | None = None,
     weights: Mapping[int, int] | None = None,
     drops: Mapping[str, int] | None = None,
     seed: int | bytes = 0,
     policy: ClientPolicy | None = None,
     clock: Clock | None = None,
 ) -> SimulationReport:
-    """Run one round; inputs default to random levels drawn from ``seed``."""
+    """Run one round.
+
+    Inputs are integer ``levels`` (then the unmasked sum is checked for exact
+    equality) or float ``vectors`` (quantised by each client, stochastically,
+    so only the error bound can be checked); by default random levels.
+    """
     rng = DeterministicRandomSource(seed if isinstance(seed, bytes) else seed.to_bytes(8, "little"))
     cohort = config.clients
     keys: dict[int, SigningKey] = {c: signing_key(rng) for c in cohort}
@@ -153,7 +169,11 @@ def simulate(
     }
     server = ServerMachine(config, roster=roster)
     for c in cohort:
-        clients[c].set_levels(levels[c], weight=weights[c], model_hash=config.model_hash)
+        if levels is not None:
+            clients[c].set_levels(levels[c], weight=weights[c], model_hash=config.model_hash)
+        else:
+            assert vectors is not None
+            clients[c].set_input(vectors[c], weight=weights[c], model_hash=config.model_hash)
 
     report = SimulationReport(
         completed=False,
@@ -218,6 +238,8 @@ def simulate(
     if report.completed:
         assert server.result is not None
         report.result = server.result
+    if report.completed and levels is not None:
+        assert server.result is not None
         expected = np.zeros(config.dim, dtype=object)
         for c in server.survivors:
             expected = expected + levels[c].astype(object) * weights[c]

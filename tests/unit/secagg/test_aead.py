@@ -142,7 +142,9 @@ def test_aad_is_a_required_keyword() -> None:
         open_sealed(key, bytes(OVERHEAD))  # type: ignore[call-arg]
 
 
-@pytest.mark.parametrize(("key_size", "nonce_size"), [(16, 12), (31, 12), (33, 12), (32, 8), (32, 16), (32, 0)])
+@pytest.mark.parametrize(
+    ("key_size", "nonce_size"), [(16, 12), (31, 12), (33, 12), (32, 8), (32, 16), (32, 0)]
+)
 def test_seal_with_nonce_refuses_bad_sizes(key_size: int, nonce_size: int) -> None:
     with pytest.raises(ParameterError):
         seal_with_nonce(bytes(key_size), b"x", aad=b"", nonce=bytes(nonce_size))

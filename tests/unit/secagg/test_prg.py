@@ -83,7 +83,19 @@ def test_values_below_modulus(bits: int) -> None:
     assert out.dtype == word_dtype(bits)
 
 
-@pytest.mark.parametrize(("bits", "dtype"), [(1, np.uint8), (8, np.uint8), (9, np.uint16), (16, np.uint16), (17, np.uint32), (32, np.uint32), (33, np.uint64), (64, np.uint64)])
+@pytest.mark.parametrize(
+    ("bits", "dtype"),
+    [
+        (1, np.uint8),
+        (8, np.uint8),
+        (9, np.uint16),
+        (16, np.uint16),
+        (17, np.uint32),
+        (32, np.uint32),
+        (33, np.uint64),
+        (64, np.uint64),
+    ],
+)
 def test_word_dtype(bits: int, dtype: type[np.unsignedinteger]) -> None:
     assert word_dtype(bits) == np.dtype(dtype)
     assert int(modulus_mask(bits)) == (1 << bits) - 1
@@ -129,7 +141,9 @@ def test_accumulate_adds_and_subtracts_the_stream(
         prg_accumulate(acc, seed, bits, subtract=subtract)
         reduce_mod(acc, bits)
         sign = -1 if subtract else 1
-        assert [int(v) for v in acc] == [(a + sign * s) % modulus for a, s in zip(initial, stream, strict=True)]
+        assert [int(v) for v in acc] == [
+            (a + sign * s) % modulus for a, s in zip(initial, stream, strict=True)
+        ]
 
 
 @pytest.mark.parametrize("bits", [8, 23, 64])

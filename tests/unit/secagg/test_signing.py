@@ -93,7 +93,9 @@ def test_non_canonical_s_is_rejected(vector: Vector) -> None:
         verify_raw(vector.bytes_of("public"), vector.bytes_of("message"), malleated)
 
 
-@pytest.mark.parametrize(("public_size", "signature_size"), [(31, 64), (33, 64), (32, 63), (32, 65), (0, 0)])
+@pytest.mark.parametrize(
+    ("public_size", "signature_size"), [(31, 64), (33, 64), (32, 63), (32, 65), (0, 0)]
+)
 def test_wrong_sizes_fail_verification(public_size: int, signature_size: int) -> None:
     vector = load("ed25519_rfc8032")[2]
     public = (vector.bytes_of("public") + bytes(1))[:public_size]
