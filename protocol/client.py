@@ -133,6 +133,7 @@ class ClientMachine:
         self._peers: dict[int, PeerState] = {}
         self._held: dict[int, tuple[bytes, bytes]] = {}  # owner -> (key share, self share)
         self._c_shared: dict[int, bytes] = {}  # peer -> X25519 secret for share encryption
+        self._s_shared: dict[int, bytes] = {}  # peer -> X25519 secret for the pairwise mask
         self._signed_survivors: tuple[int, ...] | None = None
         #: Digest of the masked payload once sent (hosts persist it; never re-mask).
         self.masked_digest: bytes | None = None
@@ -216,6 +217,7 @@ class ClientMachine:
         self._b = None
         self._held.clear()
         self._c_shared.clear()
+        self._s_shared.clear()
 
     # ------------------------------------------------------------------ round 0
 
@@ -307,6 +309,11 @@ class ClientMachine:
                 except InvalidSignature:
                     raise _Abort(f"bad key signature from client {peer}") from None
         self._peers = {c: PeerState.ADVERTISED for c in holders}
+        # Agree with every neighbour now: an invalid key aborts before any share leaves.
+        for peer in holders:
+            if peer != self.client_id:
+                self._c_shared[peer] = self._agree(self._c, peer, self._keys[peer].c_public)
+                self._s_shared[peer] = self._agree(self._s, peer, self._keys[peer].s_public)
 
         self._b = self._rng.random_bytes(32)
         xs = [config.index_of(h) for h in holders]
@@ -346,8 +353,6 @@ class ClientMachine:
             raise _Abort(f"client {peer} advertised an invalid key") from None
 
     def _share_key(self, peer: int, *, sender: int, recipient: int) -> bytes:
-        if peer not in self._c_shared:
-            self._c_shared[peer] = self._agree(self._c, peer, self._keys[peer].c_public)
         shared = self._c_shared[peer]
         return derive_key(
             shared, label="share-encryption", session_id=self._session, context=(sender, recipient)
@@ -409,7 +414,7 @@ class ClientMachine:
         for peer, state in self._peers.items():
             if peer == self.client_id or state is not PeerState.SHARED:
                 continue
-            shared = self._agree(self._s, peer, self._keys[peer].s_public)
+            shared = self._s_shared[peer]
             pair_seeds[peer] = pairwise_seed(
                 shared, session_id=self._session, u=self.client_id, v=peer
             )

@@ -107,18 +107,25 @@ class RoundConfig:
         )
 
 
-def minimum_threshold(n: int, *, profile: Profile, colluders: int) -> int:
+#: Fewest honest contributors an aggregate may have (distinct organisations), k_min.
+MIN_HONEST = 3
+
+
+def minimum_threshold(
+    n: int, *, profile: Profile, colluders: int, min_honest: int = MIN_HONEST
+) -> int:
     """Smallest safe threshold for a cohort of n with up to ``colluders`` corrupt clients.
 
     Active (malicious server): two disjoint honest views must not both reach
     t shares, so t > (n + n_C)/2 (Bonawitz et al.). Semi-honest: the server
-    plus n_C clients must not reach t alone, so t > n_C.
+    plus n_C clients must not reach t alone, so t > n_C. Either way every
+    aggregate must also hold ≥ k_min honest inputs, t ≥ n_C + k_min (capped at
+    n: a cohort smaller than k_min must then contribute in full).
     """
     if not 0 <= colluders < n:
         raise ParameterError("colluders must be in [0, n)")
-    if profile == "active":
-        return (n + colluders) // 2 + 1
-    return colluders + 1
+    bound = (n + colluders) // 2 + 1 if profile == "active" else colluders + 1
+    return max(bound, min(n, colluders + min_honest))
 
 
 def default_colluders(n: int) -> int:
@@ -137,6 +144,7 @@ class ClientPolicy:
 
     colluders: int | None = None
     min_cohort: int = 2
+    min_honest: int = MIN_HONEST
 
     def check(self, config: RoundConfig) -> str | None:
         """Return why ``config`` is unacceptable, or None."""
@@ -148,7 +156,9 @@ class ClientPolicy:
         colluders = default_colluders(n) if self.colluders is None else self.colluders
         if colluders >= n:
             return "assumed colluders exceed the cohort"
-        needed = minimum_threshold(n, profile=config.profile, colluders=colluders)
+        needed = minimum_threshold(
+            n, profile=config.profile, colluders=colluders, min_honest=self.min_honest
+        )
         if config.threshold < needed:
             return f"threshold {config.threshold} below the safe minimum {needed}"
         return None

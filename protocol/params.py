@@ -35,6 +35,13 @@ When no even k < n − 1 satisfies all three, the cohort is too small for
 SecAgg+ to help and :func:`find_parameters` falls back to the complete graph
 (as FCP does), with the deterministic threshold of
 :func:`complete_graph_threshold`.
+
+One deliberate difference from FCP: Shamir needs t ≥ 2, and FCP raises t to 2
+*after* checking correctness for t1 + 1. When no neighbour is corrupt w.h.p.
+(t1 = 0) FCP can therefore return t = 2 without P[Z < 2] being small (n = 10,
+δ = 0.33, curious: FCP says k = 4, t = 2, and P[Z < 2] = 1/30). We check the
+threshold we return, so there we pick a larger k (6). Every row of the golden
+table in security.md §2.2 is unaffected and matches FCP exactly.
 """
 
 from __future__ import annotations
@@ -84,7 +91,7 @@ class GraphParameters:
     def __post_init__(self) -> None:
         if not 1 <= self.k <= self.n - 1:
             raise ParameterError(f"need 1 <= k <= n - 1, got k={self.k}, n={self.n}")
-        if self.complete != (self.k == self.n - 1) and self.complete:
+        if self.complete and self.k != self.n - 1:
             raise ParameterError("a complete graph has k = n - 1")
         if not 2 <= self.t <= self.k + 1:
             raise ParameterError(f"need 2 <= t <= k + 1, got t={self.t}, k={self.k}")
@@ -119,6 +126,11 @@ def _check_n(n: int, *, upper: int | None) -> None:
         raise ParameterError(
             f"at most {upper} clients are supported (the range FCP validated), got {n}"
         )
+
+
+def _check_bits(value: int, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ParameterError(f"{name} must be a positive int, got {value!r}")
 
 
 def _check_adversary(adversary: str) -> None:
@@ -173,8 +185,9 @@ def find_parameters(
 
     Tries k = 2, 4, … < n − 1 and returns the first k for which the three
     conditions in the module docstring hold, with the smallest secure t (which
-    also tolerates the most dropouts). With the defaults σ = 40, η = 20 the
-    k values equal FCP's and t is never larger. If no such k exists the result
+    also tolerates the most dropouts). With the defaults σ = 40, η = 20, k
+    equals FCP's (bar the t ≥ 2 case in the module docstring) and t is never
+    larger. If no such k exists the result
     is the complete graph (``complete=True``, ``k = n - 1``) with the
     threshold of :func:`complete_graph_threshold`.
 
@@ -187,10 +200,8 @@ def find_parameters(
     _check_adversary(adversary)
     gamma = _exact_rate(adversarial_rate, "adversarial_rate")
     delta = _exact_rate(dropout_rate, "dropout_rate")
-    for value, name in ((security_parameter, "security_parameter"),
-                        (correctness_parameter, "correctness_parameter")):  # fmt: skip
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ParameterError(f"{name} must be a positive int, got {value!r}")
+    _check_bits(security_parameter, "security_parameter")
+    _check_bits(correctness_parameter, "correctness_parameter")
     load = gamma + delta if adversary == "curious" else gamma + 2 * delta
     if load > FEASIBILITY_LIMIT:
         formula = "γ + δ" if adversary == "curious" else "γ + 2δ"
@@ -245,12 +256,12 @@ def _search_degree(
     for k in range(2, n - 1, 2):
         if _log_disconnection_bound(n, k, bad) >= log_eps_security:
             continue
-        # t1: fewest shares an adversary can hold, w.h.p., for one client.
+        # t1: w.h.p. no client has more than t1 corrupt neighbours.
         t1 = _upper_quantile(n, corrupt, k, log_q_privacy)
         if semi_malicious:
             # Corrupt neighbours give the server both kinds of shares, honest
-            # ones only one kind each: it needs 2t − k corrupt neighbours to
-            # collect t of both. Smallest t with 2t − k > t1, minus one.
+            # ones only one kind each, so t shares of both kinds need 2t − k
+            # corrupt neighbours. (t1 + k) // 2 + 1 is the least t with 2t − k > t1.
             t1 = (t1 + k) // 2
         # Shamir needs t >= 2. FCP applies this floor only after its t1 < t2
         # test, so when t1 = 0 it can return t = 2 that survivors do not reach

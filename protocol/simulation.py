@@ -69,16 +69,16 @@ def make_config(
     round_: int = 0,
     seed: bytes = b"",
 ) -> RoundConfig:
-    """A valid config with sensible defaults (t = ⌊2n/3⌋+1, minimal modulus)."""
+    """A valid config with sensible defaults (safe threshold, minimal modulus)."""
     if clients < 1:
         raise ParameterError("need at least one client")
     holders = clients if degree is None else min(clients, degree + 1)
-    if threshold is None and holders == clients:
-        threshold = max(1, 2 * clients // 3 + 1)
-    elif threshold is None:
-        # Sparse graph: a majority of each neighbourhood, raised to the policy's safe minimum.
+    if threshold is None:
+        # ⌊2n/3⌋+1 on the complete graph, a majority of each neighbourhood on a sparse
+        # one; raised to the default client policy's safe minimum either way.
+        base = 2 * clients // 3 + 1 if holders == clients else holders // 2 + 1
         safe = minimum_threshold(holders, profile=profile, colluders=default_colluders(holders))
-        threshold = min(holders, max(holders // 2 + 1, safe))
+        threshold = min(holders, max(base, safe))
     bits = modulus_bits or required_modulus_bits(clients, levels, max_weight)
     tag = hashlib.sha256(b"simulation" + seed).digest()
     return RoundConfig(
