@@ -146,10 +146,8 @@ def simulate(
     cohort = config.clients
     keys: dict[int, SigningKey] = {c: signing_key(rng) for c in cohort}
     roster = {c: k.public for c, k in keys.items()}
-    if levels is None:
-        levels = {
-            c: uniform_below(rng, config.levels, config.dim).astype(np.uint64) for c in cohort
-        }
+    if levels is None and vectors is None:
+        levels = {c: uniform_below(rng, config.levels, config.dim) for c in cohort}
     weights = weights or {c: 1 for c in cohort}
 
     drop_at: dict[int, str] = {}

@@ -72,13 +72,15 @@ def test_message_tampering_is_rejected(vector: Vector) -> None:
 
 @pytest.mark.parametrize("vector", params("ed25519_rfc8032"))
 def test_signature_and_key_tampering_is_rejected(vector: Vector) -> None:
-    """Every 1-bit flip of the signature or of the public key fails (100% of 768 cases)."""
+    """1-bit flips of the signature or public key fail: all 768 for TEST 3, every 5th
+    bit for the other vectors (to keep the suite fast)."""
     public, message = vector.bytes_of("public"), vector.bytes_of("message")
     signature = vector.bytes_of("signature")
-    for bit in range(8 * len(signature)):
+    stride = 1 if vector.id == "rfc8032-test-3" else 5
+    for bit in range(0, 8 * len(signature), stride):
         with pytest.raises(InvalidSignature):
             verify_raw(public, message, flip(signature, bit))
-    for bit in range(8 * len(public)):
+    for bit in range(0, 8 * len(public), stride):
         with pytest.raises(InvalidSignature):
             verify_raw(flip(public, bit), message, signature)
 

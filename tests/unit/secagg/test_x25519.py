@@ -7,7 +7,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from secagg.errors import InvalidKey, ParameterError
-from secagg.primitives.x25519 import x25519_keypair, x25519_public, x25519_shared
+from secagg.primitives.x25519 import (
+    X25519KeyPair,
+    x25519_keypair,
+    x25519_public,
+    x25519_shared,
+)
 from secagg.rng import DeterministicRandomSource
 from tests.vectors.loader import Vector, load, params
 
@@ -81,10 +86,34 @@ def test_keypair_from_rng_is_deterministic_and_consistent() -> None:
     pair = x25519_keypair(DeterministicRandomSource(1))
     again = x25519_keypair(DeterministicRandomSource(1))
     other = x25519_keypair(DeterministicRandomSource(2))
-    assert pair == again
+    assert (pair.private, pair.public) == (again.private, again.public)
     assert pair.public == x25519_public(pair.private)
     assert other.private != pair.private
     assert other.public != pair.public
+
+
+@pytest.mark.parametrize("vector", params("x25519_rfc7748", "diffie_hellman"))
+def test_keypair_exchange_known_answer(vector: Vector) -> None:
+    alice = X25519KeyPair(vector.bytes_of("alice_private"))
+    bob = X25519KeyPair(vector.bytes_of("bob_private"))
+    assert alice.public == vector.bytes_of("alice_public")
+    assert alice.exchange(bob.public) == vector.bytes_of("shared")
+    assert bob.exchange(alice.public) == vector.bytes_of("shared")
+
+
+@pytest.mark.parametrize("vector", params("x25519_rfc7748", "low_order_points"))
+def test_keypair_exchange_refuses_low_order_points(vector: Vector) -> None:
+    pair = x25519_keypair(DeterministicRandomSource(4))
+    with pytest.raises(InvalidKey):
+        pair.exchange(vector.bytes_of("u"))
+
+
+@pytest.mark.parametrize("size", [0, 31, 33])
+def test_keypair_refuses_wrong_lengths(size: int) -> None:
+    with pytest.raises(InvalidKey):
+        X25519KeyPair(bytes(size))
+    with pytest.raises(InvalidKey):
+        x25519_keypair(DeterministicRandomSource(4)).exchange(bytes(size))
 
 
 def test_keypair_repr_hides_private_key() -> None:
