@@ -136,9 +136,9 @@ def _demo(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(demo.summary(rows, args.dim))
         return 0
-    print(
-        f"{'round':>5} {'survivors':>9} {'dropped':>8} {'max|err|':>10} {'bound':>10} {'s':>7} {'KB up':>8}"
-    )
+    columns = ("round", "survivors", "dropped", "max|err|", "bound", "s", "KB up")
+    widths = (5, 9, 8, 10, 10, 7, 8)
+    print(" ".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True)))
     for r in rows:
         dropped = ",".join(map(str, r.dropped)) or "-"
         print(

@@ -19,7 +19,6 @@ from protocol.config import ClientPolicy, minimum_threshold
 from protocol.simulation import make_config, simulate
 from secagg.rng import DeterministicRandomSource
 
-
 #: The demo assumes no client colludes with the server (n_C = 0), so that 4 clients
 #: can lose one; production defaults assume up to a third.
 POLICY = ClientPolicy(colluders=0)

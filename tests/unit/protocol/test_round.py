@@ -83,7 +83,7 @@ def test_round_with_weights_and_extreme_levels_is_exact() -> None:
     assert int(h.server.result.total.max()) == 12 * (config.levels - 1)
 
 
-@pytest.mark.parametrize("degree", [2, 4])
+@pytest.mark.parametrize("degree", [4, 6])
 def test_sparse_graph_round_with_a_drop_is_exact(degree: int) -> None:
     config = small_config(9, dim=20, degree=degree)
     assert config.threshold <= degree  # one drop per neighbourhood is tolerated
