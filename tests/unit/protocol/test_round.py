@@ -100,10 +100,14 @@ def test_sparse_graph_round_with_a_drop_is_exact(degree: int) -> None:
 
 def test_simulation_agrees_with_the_harness() -> None:
     """protocol.simulation (used by the property tests) reports the same outcome."""
-    config = small_config(6, dim=10)
+    config = small_config(7, dim=10)
+    assert config.threshold == 5
     report = simulate(config, drops={"share": 1, "unmask": 1}, seed=3)
     assert report.completed and report.exact
-    assert len(report.survivors) == 5
+    assert len(report.survivors) == 6
+    failed = simulate(config, drops={"share": 2, "unmask": 1}, seed=3)
+    assert not failed.completed
+    assert failed.abort_reason == "only 4 clients answered in phase unmask, threshold is 5"
     assert_no_owner_has_both_kinds({c: [r] for c, r in report.unmask_releases.items()})
 
 
@@ -142,10 +146,12 @@ def test_dropout_matrix(phase: str, count: int, seed: int) -> None:
         # Drops after the masked input do not change the sum, only who unmasks it.
         for c in listening:
             assert h.clients[c].phase is ClientPhase.COMPLETED
-        # Holders reveal key shares for exactly the clients lost before their masked input.
+        # Self-mask shares for U3; key shares for exactly the clients that sent shares
+        # but no masked input (U2 minus U3); nothing about clients outside U2.
+        shared_only = silent if phase == "masked" else set()
         for replies in h.releases.values():
             (reply,) = replies
-            assert owners(reply) == (set(survivors), set(lost_before_masked))
+            assert owners(reply) == (set(survivors), shared_only)
         return
 
     assert h.server.phase is ServerPhase.ABORTED
