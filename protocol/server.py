@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -123,6 +123,8 @@ class ServerMachine:
         self.result: AggregateResult | None = None
         #: Clients excluded from the rest of the round, with the reason (audit log).
         self.excluded: dict[int, str] = {}
+        #: Clients caught sending bad unmasking shares (audit log).
+        self.culprits: dict[int, str] = {}
         self._roster = dict(roster or {})
         self._graph: NeighbourGraph | None = None  # fixed by the session id, after round 0
         self._phases: dict[ServerPhase, _Phase] = {p: _Phase() for p in _EXPECTED}
@@ -378,9 +380,18 @@ class ServerMachine:
         return out
 
     def _reconstruct(
-        self, shares: dict[int, list[tuple[int, bytes]]], owners: list[int]
+        self,
+        shares: dict[int, list[tuple[int, bytes]]],
+        owners: list[int],
+        check: Callable[[int, bytes], bool],
     ) -> dict[int, bytes]:
-        """Rebuild each owner's secret; one Lagrange row per distinct holder set."""
+        """Rebuild each owner's secret; one Lagrange row per distinct holder set.
+
+        Each secret must pass ``check`` (its commitment or public key). One that
+        does not is rebuilt again leaving out one share at a time, which finds a
+        single bad share when spare shares exist; its holder is recorded in
+        :attr:`culprits`. Raises :class:`InvalidShare` when that fails too.
+        """
         t = self.config.threshold
         groups: dict[tuple[int, ...], list[int]] = {}
         for owner in owners:
@@ -398,23 +409,45 @@ class ServerMachine:
             for owner, secret in zip(
                 members, shamir.reconstruct_with(coefficients, stacked), strict=True
             ):
-                secrets[owner] = secret
+                secrets[owner] = (
+                    secret if check(owner, secret) else self._recover(owner, shares[owner], check)
+                )
         return secrets
+
+    def _recover(
+        self, owner: int, got: list[tuple[int, bytes]], check: Callable[[int, bytes], bool]
+    ) -> bytes:
+        t = self.config.threshold
+        for skip in range(len(got)):
+            rest = got[:skip] + got[skip + 1 :]
+            if len(rest) < t:
+                break
+            xs = [x for x, _ in rest[:t]]
+            stack = np.stack([shamir.share_from_bytes(s) for _, s in rest[:t]])[:, None, :]
+            try:
+                secret = shamir.reconstruct_with(shamir.lagrange_at_zero(xs), stack)[0]
+            except InvalidShare:
+                continue
+            if check(owner, secret):
+                culprit = self.config.clients[got[skip][0] - 1]
+                self.culprits[culprit] = f"sent a bad share of client {owner}'s secret"
+                return secret
+        raise InvalidShare(f"shares of client {owner} do not rebuild its committed secret")
 
     def _unmask(self, answered: list[int]) -> AggregateResult:
         config = self.config
         alive = list(self._u3)
         dropped = sorted(set(self._u2) - set(alive))
-        b = self._reconstruct(self._collect(answered, self_masks=True), alive)
-        s_sk = self._reconstruct(self._collect(answered, self_masks=False), dropped)
-        for owner, seed in b.items():
-            if ses.commitment(self._session, owner, seed) != self._u2[owner].self_mask_commitment:
-                raise InvalidShare(
-                    f"self-mask seed of client {owner} does not match its commitment"
-                )
-        for owner, key in s_sk.items():
-            if x25519_public(key) != self._u1[owner].s_public:
-                raise InvalidShare(f"mask key of client {owner} does not match its public key")
+
+        def seed_ok(owner: int, seed: bytes) -> bool:
+            commitment = ses.commitment(self._session, owner, seed)
+            return commitment == self._u2[owner].self_mask_commitment
+
+        def key_ok(owner: int, key: bytes) -> bool:
+            return x25519_public(key) == self._u1[owner].s_public
+
+        b = self._reconstruct(self._collect(answered, self_masks=True), alive, seed_ok)
+        s_sk = self._reconstruct(self._collect(answered, self_masks=False), dropped, key_ok)
         orphaned = []
         for d in dropped:
             pair = X25519KeyPair(s_sk[d])

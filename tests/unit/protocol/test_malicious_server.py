@@ -597,19 +597,38 @@ def test_t16_swapped_share_ciphertexts_abort() -> None:
     assert w.clients[2].phase is ClientPhase.ABORTED
 
 
-def test_tampered_unmask_share_is_detected_not_summed() -> None:
-    """A share altered in flight makes the server abort, never output a wrong sum."""
-    w = build(5, profile="semi-honest")
+def tamper_unmask_share(reply: UnmaskShares) -> UnmaskShares:
+    """Change one limb of the first self-mask share (still a valid field element)."""
+    owner, raw = reply.self_mask_shares[0]
+    limbs = shamir.share_from_bytes(raw).copy()
+    limbs[0] = (int(limbs[0]) + 1) % shamir.PRIME
+    bad = ((owner, shamir.shares_to_bytes(limbs)), *reply.self_mask_shares[1:])
+    return dataclasses.replace(reply, self_mask_shares=bad)
+
+
+def unmask_with_tampering(w: World, liar: int, responders: Iterable[int]) -> None:
     run_to_masked(w)
-    for c, request in w.server.advance():
-        for reply in w.deliver(c, request):
-            if c == 2 and isinstance(reply, UnmaskShares):
-                owner, raw = reply.self_mask_shares[0]
-                limbs = shamir.share_from_bytes(raw).copy()
-                limbs[0] = (int(limbs[0]) + 1) % shamir.PRIME
-                bad = ((owner, shamir.shares_to_bytes(limbs)), *reply.self_mask_shares[1:])
-                reply = dataclasses.replace(reply, self_mask_shares=bad)
+    requests = dict(w.server.advance())
+    for c in responders:
+        for reply in w.deliver(c, requests[c]):
+            if c == liar and isinstance(reply, UnmaskShares):
+                reply = tamper_unmask_share(reply)
             w.server.receive(c, reply)
     w.server.advance()
+
+
+def test_t21_tampered_unmask_share_is_caught_and_the_round_completes() -> None:
+    """With a spare share the bad one is found, its sender named, and the sum stays exact."""
+    w = build(5, profile="semi-honest")  # t = 4, five holders
+    unmask_with_tampering(w, liar=2, responders=w.config.clients)
+    assert w.server.result is not None
+    assert 2 in w.server.culprits
+    expected = sum(w.levels[c] for c in w.config.clients)
+    assert np.array_equal(w.server.result.total, expected)
+
+
+def test_t21_tampered_unmask_share_without_spares_aborts_not_a_wrong_sum() -> None:
+    w = build(5, profile="semi-honest")  # t = 4: exactly four responders, no spare
+    unmask_with_tampering(w, liar=2, responders=[1, 2, 3, 4])
     assert w.server.aborted and "unmasking failed" in (w.server.abort_reason or "")
     assert w.server.result is None
