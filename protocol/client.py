@@ -42,10 +42,11 @@ from protocol.messages import (
     UnmaskShares,
 )
 from secagg.errors import DecryptionError, InvalidKey, InvalidShare, InvalidSignature
-from secagg.masking import mask_input, pairwise_seed, self_mask_seed
+from secagg.masking import mask_in_place, pairwise_seed, self_mask_seed
 from secagg.packing import pack
 from secagg.primitives import aead, shamir
 from secagg.primitives.kdf import derive_key
+from secagg.primitives.prg import word_dtype
 from secagg.primitives.signing import SigningKey, sign, verify
 from secagg.primitives.x25519 import X25519KeyPair, x25519_keypair
 from secagg.quantization import quantize
@@ -404,12 +405,18 @@ class ClientMachine:
         assert (
             config is not None and inp is not None and self._s is not None and self._b is not None
         )
+        dtype = word_dtype(config.modulus_bits)
+        values = np.empty(config.vector_length, dtype=dtype)
         if inp.levels is not None:
-            levels = inp.levels.astype(np.uint64) * np.uint64(inp.weight)
+            values[: config.dim] = inp.levels
         else:
             assert inp.vector is not None
-            levels = quantize(inp.vector, config.quantizer, rng=self._rng) * np.uint64(inp.weight)
-        values = np.append(levels, np.uint64(inp.weight))
+            values[: config.dim] = quantize(
+                inp.vector, config.quantizer, rng=self._rng, dtype=dtype
+            )
+        if inp.weight != 1:  # no wrap: the config guarantees (Q−1)·w_max < 2^k
+            values[: config.dim] *= dtype.type(inp.weight)
+        values[config.dim] = inp.weight
         pair_seeds: dict[int, bytes] = {}
         for peer, state in self._peers.items():
             if peer == self.client_id or state is not PeerState.SHARED:
@@ -418,7 +425,7 @@ class ClientMachine:
             pair_seeds[peer] = pairwise_seed(
                 shared, session_id=self._session, u=self.client_id, v=peer
             )
-        masked = mask_input(
+        masked = mask_in_place(
             values,
             bits=config.modulus_bits,
             me=self.client_id,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from protocol.params import AdversaryClass, secure_threshold
 from secagg.encoding import encode
 from secagg.errors import ParameterError
 from secagg.quantization import Quantizer, check_no_wrap
@@ -128,8 +129,15 @@ def minimum_threshold(
     return max(bound, min(n, colluders + min_honest))
 
 
-def default_colluders(n: int) -> int:
-    """Assumed corrupt clients when none is stated: fewer than a third (n_C < n/3)."""
+def default_colluders(n: int, *, sparse: bool = False) -> int:
+    """Assumed corrupt clients when none is stated.
+
+    Complete graph (SecAgg): fewer than a third, n_C < n/3, Bonawitz et al.'s
+    setting. Sparse graph (SecAgg+): 5% of the cohort, the setting of Bell et
+    al. and FCP's defaults; a third would force a near-complete graph.
+    """
+    if sparse:
+        return n // 20
     return max(0, (n - 1) // 3)
 
 
@@ -148,17 +156,32 @@ class ClientPolicy:
 
     def check(self, config: RoundConfig) -> str | None:
         """Return why ``config`` is unacceptable, or None."""
-        if config.n < self.min_cohort:
-            return f"cohort of {config.n} is below the minimum {self.min_cohort}"
-        # In a SecAgg+ graph a secret is shared among the k + 1 holders only, so the
-        # bound applies to a neighbourhood (exact SecAgg+ sizing: protocol.params).
-        n = config.n if config.degree is None else min(config.n, config.degree + 1)
-        colluders = default_colluders(n) if self.colluders is None else self.colluders
+        n = config.n
+        if n < self.min_cohort:
+            return f"cohort of {n} is below the minimum {self.min_cohort}"
+        sparse = config.degree is not None and config.degree < n - 1
+        colluders = (
+            default_colluders(n, sparse=sparse) if self.colluders is None else self.colluders
+        )
         if colluders >= n:
             return "assumed colluders exceed the cohort"
         needed = minimum_threshold(
             n, profile=config.profile, colluders=colluders, min_honest=self.min_honest
         )
+        if sparse:
+            assert config.degree is not None
+            needed = sparse_minimum_threshold(
+                n, config.degree, profile=config.profile, colluders=colluders
+            )
+            if needed > config.degree + 1:
+                return f"degree {config.degree} is too small for {colluders} colluders"
         if config.threshold < needed:
             return f"threshold {config.threshold} below the safe minimum {needed}"
         return None
+
+
+def sparse_minimum_threshold(n: int, degree: int, *, profile: Profile, colluders: int) -> int:
+    """Safe threshold on a SecAgg+ graph (statistical, σ = 40; see protocol.params)."""
+    adversary: AdversaryClass = "semi-malicious" if profile == "active" else "curious"
+    t = secure_threshold(n, degree, colluders=colluders, adversary=adversary)
+    return max(t, min(degree + 1, MIN_HONEST))

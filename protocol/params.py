@@ -358,3 +358,32 @@ def _lower_quantile(total: int, marked: int, draws: int, log_q: float) -> int:
         if enough.size and (enough[0] > 0 or a == lo):
             return a + int(enough[0])
     raise AssertionError("unreachable: the full support always decides")  # pragma: no cover
+
+
+def secure_threshold(
+    n: int,
+    k: int,
+    *,
+    colluders: int,
+    adversary: AdversaryClass,
+    security_parameter: int = 40,
+) -> int:
+    """Smallest t that keeps honest inputs private on a random k-neighbour graph.
+
+    The privacy half of :func:`find_parameters` for a given k: with
+    ``colluders`` corrupt clients placed at random, no client has more than
+    t1 corrupt neighbours except with probability 2^-(σ+1) (union bound over
+    the n clients); a semi-malicious server also needs 2t − k > t1. The result
+    may exceed k + 1, meaning k is too small for that many colluders.
+    """
+    _check_n(n, upper=MAX_CLIENTS)
+    _check_adversary(adversary)
+    if not 1 <= k <= n - 1:
+        raise ParameterError(f"need 1 <= k <= n - 1, got k={k}, n={n}")
+    if not 0 <= colluders <= n:
+        raise ParameterError("colluders must be in [0, n]")
+    log_q = -(security_parameter + 1) * _LN2 - math.log(n)
+    t1 = _upper_quantile(n, colluders, k, log_q)
+    if adversary == "semi-malicious":
+        t1 = (t1 + k) // 2
+    return max(t1 + 1, 2)

@@ -21,6 +21,7 @@ from protocol.config import (
     RoundConfig,
     default_colluders,
     minimum_threshold,
+    sparse_minimum_threshold,
 )
 from protocol.errors import ProtocolError
 from protocol.messages import ClientMessage, UnmaskShares
@@ -72,13 +73,17 @@ def make_config(
     """A valid config with sensible defaults (safe threshold, minimal modulus)."""
     if clients < 1:
         raise ParameterError("need at least one client")
-    holders = clients if degree is None else min(clients, degree + 1)
-    if threshold is None:
-        # ⌊2n/3⌋+1 on the complete graph, a majority of each neighbourhood on a sparse
-        # one; raised to the default client policy's safe minimum either way.
-        base = 2 * clients // 3 + 1 if holders == clients else holders // 2 + 1
-        safe = minimum_threshold(holders, profile=profile, colluders=default_colluders(holders))
-        threshold = min(holders, max(base, safe))
+    complete = degree is None or degree >= clients - 1
+    if threshold is None and complete:
+        # ⌊2n/3⌋+1, raised to the default client policy's safe minimum.
+        safe = minimum_threshold(clients, profile=profile, colluders=default_colluders(clients))
+        threshold = min(clients, max(2 * clients // 3 + 1, safe))
+    elif threshold is None:
+        assert degree is not None
+        # A majority of each neighbourhood, raised to the policy's statistical minimum.
+        colluders = default_colluders(clients, sparse=True)
+        safe = sparse_minimum_threshold(clients, degree, profile=profile, colluders=colluders)
+        threshold = min(degree + 1, max((degree + 1) // 2 + 1, safe))
     bits = modulus_bits or required_modulus_bits(clients, levels, max_weight)
     tag = hashlib.sha256(b"simulation" + seed).digest()
     return RoundConfig(

@@ -47,14 +47,27 @@ def mask_input(
     self_seed: bytes,
     pair_seeds: Mapping[int, bytes],
 ) -> np.ndarray:
-    """y = values + PRG(self) + Σ_v σ(me, v)·PRG(s_me,v) mod 2^bits."""
+    """y = values + PRG(self) + Σ_v σ(me, v)·PRG(s_me,v) mod 2^bits (a new array)."""
     dtype = word_dtype(bits)
     v = np.asarray(values)
     if v.ndim != 1:
         raise ParameterError("mask_input takes a 1-D vector")
     if v.size and (v.min() < 0 or (bits < 64 and int(v.max()) >> bits)):
         raise ParameterError(f"inputs must lie in [0, 2^{bits})")
-    acc = v.astype(dtype, copy=True)
+    return mask_in_place(
+        v.astype(dtype, copy=True), bits=bits, me=me, self_seed=self_seed, pair_seeds=pair_seeds
+    )
+
+
+def mask_in_place(
+    acc: np.ndarray,
+    *,
+    bits: int,
+    me: int,
+    self_seed: bytes,
+    pair_seeds: Mapping[int, bytes],
+) -> np.ndarray:
+    """:func:`mask_input` on a word-dtype vector the caller owns (no copy); returns it."""
     prg_accumulate(acc, self_seed, bits)
     for peer, seed in pair_seeds.items():
         prg_accumulate(acc, seed, bits, subtract=pairwise_sign(me, peer) < 0)

@@ -37,22 +37,24 @@ def pack(values: np.ndarray, bits: int) -> bytes:
         return b""
     if v.dtype.kind == "i" and v.min() < 0:
         raise ParameterError("values must be non-negative")
-    v = v.astype(np.uint64, copy=False)
     if bits < 64 and int(v.max()) >> bits:
         raise ParameterError(f"values must be below 2^{bits}")
+    if v.dtype.kind == "i":
+        v = v.astype(np.uint64)
     groups = -(-v.size // _GROUP)
-    padded = np.zeros(groups * _GROUP, dtype=np.uint64)
+    # Transpose in the input's own width (half the bytes for uint32), widen row by row.
+    padded = np.zeros(groups * _GROUP, dtype=v.dtype)
     padded[: v.size] = v
     cols = np.ascontiguousarray(padded.reshape(groups, _GROUP).T)
     words = np.zeros((bits, groups), dtype=np.uint64)
     for j in range(_GROUP):
-        offset = j * bits
-        w, s = divmod(offset, 64)
-        words[w] |= cols[j] << np.uint64(s)
+        w, s = divmod(j * bits, 64)
+        col = cols[j].astype(np.uint64)
+        words[w] |= col << np.uint64(s)
         if s + bits > 64:
-            words[w + 1] |= cols[j] >> np.uint64(64 - s)
-    raw = np.ascontiguousarray(words.T).astype("<u8").tobytes()
-    return raw[: packed_size(v.size, bits)]
+            words[w + 1] |= col >> np.uint64(64 - s)
+    raw = np.ascontiguousarray(words.T, dtype="<u8").view(np.uint8).reshape(-1)
+    return raw[: packed_size(v.size, bits)].tobytes()
 
 
 def unpack(data: bytes, length: int, bits: int) -> np.ndarray:

@@ -50,16 +50,22 @@ class Quantizer:
 
 
 def quantize(
-    x: np.ndarray, q: Quantizer, *, rng: RandomSource | None, rounding: Rounding = "stochastic"
+    x: np.ndarray,
+    q: Quantizer,
+    *,
+    rng: RandomSource | None,
+    rounding: Rounding = "stochastic",
+    dtype: np.dtype[np.unsignedinteger] | type[np.unsignedinteger] = np.uint64,
 ) -> np.ndarray:
-    """Float vector → uint64 levels in [0, Q−1]. ``rng`` is required for stochastic rounding."""
+    """Float vector → levels in [0, Q−1] as ``dtype``; stochastic rounding needs ``rng``."""
     x = np.asarray(x, dtype=np.float64)
-    if not np.isfinite(x).all():
+    if not np.isfinite(np.sum(x)) and not np.isfinite(x).all():  # one cheap pass when finite
         raise ParameterError("input contains NaN or infinity")
+    if q.levels - 1 > np.iinfo(dtype).max:
+        raise ParameterError(f"{q.levels} levels do not fit {np.dtype(dtype)}")
     scaled = np.clip(x, -q.clip, q.clip)
-    scaled += q.clip
+    scaled += q.clip  # ≥ 0 exactly, so floor() below is never negative
     scaled *= (q.levels - 1) / (2.0 * q.clip)
-    np.clip(scaled, 0.0, q.levels - 1, out=scaled)  # guard the float rounding at the edges
     if rounding == "nearest":
         scaled += 0.5
         levels = np.floor(scaled)
@@ -74,8 +80,8 @@ def quantize(
         levels += coin < scaled
     else:
         raise ParameterError(f"unknown rounding {rounding!r}")
-    np.minimum(levels, q.levels - 1, out=levels)
-    result: np.ndarray = levels.astype(np.uint64)
+    np.minimum(levels, q.levels - 1, out=levels)  # the float rounding at the top edge
+    result: np.ndarray = levels.astype(dtype)
     return result
 
 
