@@ -149,6 +149,60 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _aggregator_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from aggregator.server import AggregatorServer
+    from aggregator.settings import AggregatorSettings, load_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    overrides = {
+        "listen": args.listen,
+        "state_dir": args.state_dir,
+        "insecure": True if args.insecure else None,
+        "rounds": args.rounds,
+        "dim": args.dim,
+    }
+    if args.config:
+        settings = load_settings(args.config, **overrides)
+    else:
+        settings = AggregatorSettings(**{k: v for k, v in overrides.items() if v is not None})
+    server = AggregatorServer(settings, clients=args.clients)
+    server.start()
+    print(f"aggregator listening on port {server.port}", flush=True)
+    server.wait(exit_when_finished=args.exit_when_finished)
+    return 0
+
+
+def _client_run(args: argparse.Namespace) -> int:
+    import logging
+
+    from clients.run import run_client
+    from clients.settings import load_client_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = load_client_settings(
+        args.config,
+        id=args.id,
+        aggregator=args.aggregator,
+        pki_dir=args.pki_dir,
+        insecure=True if args.insecure else None,
+        exact_levels=True if args.exact_levels else None,
+    )
+    stats = run_client(settings)
+    print(
+        json.dumps(
+            {
+                "client": settings.id,
+                "rounds_completed": stats.rounds_completed,
+                "rounds_aborted": stats.rounds_aborted,
+            }
+        ),
+        flush=True,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (kept separate so tests can inspect it)."""
     parser = argparse.ArgumentParser(prog="secagg", description=__doc__.splitlines()[0])
@@ -177,6 +231,30 @@ def build_parser() -> argparse.ArgumentParser:
     mask.add_argument("--seed", type=int, default=0)
     mask.add_argument("--json", action="store_true")
     mask.set_defaults(func=_bench_mask)
+
+    agg = sub.add_parser("aggregator", help="the aggregator service")
+    agg_sub = agg.add_subparsers(dest="aggregator_command", required=True)
+    serve = agg_sub.add_parser("serve", help="run the gRPC aggregator")
+    serve.add_argument("--config", help="aggregator.toml")
+    serve.add_argument("--listen", help="host:port (port 0 picks a free one)")
+    serve.add_argument("--state-dir")
+    serve.add_argument("--rounds", type=int)
+    serve.add_argument("--dim", type=int)
+    serve.add_argument("--insecure", action="store_true", help="no TLS (development only)")
+    serve.add_argument("--clients", type=int, help="roster size when running without a PKI")
+    serve.add_argument("--exit-when-finished", action="store_true")
+    serve.set_defaults(func=_aggregator_serve)
+
+    client = sub.add_parser("client", help="the client daemon")
+    client_sub = client.add_subparsers(dest="client_command", required=True)
+    run = client_sub.add_parser("run", help="run the client daemon")
+    run.add_argument("--config", help="client.toml")
+    run.add_argument("--id", type=int)
+    run.add_argument("--aggregator", help="host:port")
+    run.add_argument("--pki-dir")
+    run.add_argument("--insecure", action="store_true", help="no TLS (development only)")
+    run.add_argument("--exact-levels", action="store_true", help="synthetic integer inputs")
+    run.set_defaults(func=_client_run)
 
     demo = sub.add_parser("demo", help="end-to-end demo (see README)")
     demo.add_argument("--clients", type=int, default=4)

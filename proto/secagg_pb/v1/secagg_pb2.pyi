@@ -233,9 +233,39 @@ class Ack(_message.Message):
     def __init__(self, status: _Optional[str] = ...) -> None: ...
 
 class PollRequest(_message.Message):
+    __slots__ = ("client", "after")
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    client: int
+    after: int
+    def __init__(self, client: _Optional[int] = ..., after: _Optional[int] = ...) -> None: ...
+
+class PollReply(_message.Message):
+    __slots__ = ("seq", "message", "finished")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    message: ServerMessage
+    finished: bool
+    def __init__(self, seq: _Optional[int] = ..., message: _Optional[_Union[ServerMessage, _Mapping]] = ..., finished: _Optional[bool] = ...) -> None: ...
+
+class ModelRequest(_message.Message):
     __slots__ = ("client", "round")
     CLIENT_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     client: int
     round: int
     def __init__(self, client: _Optional[int] = ..., round: _Optional[int] = ...) -> None: ...
+
+class ModelChunk(_message.Message):
+    __slots__ = ("round", "offset", "total_length", "data")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    offset: int
+    total_length: int
+    data: bytes
+    def __init__(self, round: _Optional[int] = ..., offset: _Optional[int] = ..., total_length: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...

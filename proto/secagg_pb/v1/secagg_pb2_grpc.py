@@ -47,7 +47,12 @@ class AggregatorStub:
         self.Poll = channel.unary_unary(
                 '/secagg.v1.Aggregator/Poll',
                 request_serializer=secagg__pb_dot_v1_dot_secagg__pb2.PollRequest.SerializeToString,
-                response_deserializer=secagg__pb_dot_v1_dot_secagg__pb2.ServerMessage.FromString,
+                response_deserializer=secagg__pb_dot_v1_dot_secagg__pb2.PollReply.FromString,
+                _registered_method=True)
+        self.GetModel = channel.unary_stream(
+                '/secagg.v1.Aggregator/GetModel',
+                request_serializer=secagg__pb_dot_v1_dot_secagg__pb2.ModelRequest.SerializeToString,
+                response_deserializer=secagg__pb_dot_v1_dot_secagg__pb2.ModelChunk.FromString,
                 _registered_method=True)
 
 
@@ -55,21 +60,28 @@ class AggregatorServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Submit(self, request, context):
-        """Submit one protocol message; the reply says whether it was accepted.
+        """Submit one protocol message; idempotent (an identical retry gets the same reply).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Upload(self, request_iterator, context):
-        """Stream a large payload in chunks (masked vectors, ciphertexts).
+        """Stream a large payload (a masked vector) in chunks of at most 4 MiB.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Poll(self, request, context):
-        """Wait for the next server message addressed to this client.
+        """Long-poll for the next server message addressed to this client.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModel(self, request, context):
+        """Download the global model of a round.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -91,7 +103,12 @@ def add_AggregatorServicer_to_server(servicer, server):
             'Poll': grpc.unary_unary_rpc_method_handler(
                     servicer.Poll,
                     request_deserializer=secagg__pb_dot_v1_dot_secagg__pb2.PollRequest.FromString,
-                    response_serializer=secagg__pb_dot_v1_dot_secagg__pb2.ServerMessage.SerializeToString,
+                    response_serializer=secagg__pb_dot_v1_dot_secagg__pb2.PollReply.SerializeToString,
+            ),
+            'GetModel': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetModel,
+                    request_deserializer=secagg__pb_dot_v1_dot_secagg__pb2.ModelRequest.FromString,
+                    response_serializer=secagg__pb_dot_v1_dot_secagg__pb2.ModelChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -174,7 +191,34 @@ class Aggregator:
             target,
             '/secagg.v1.Aggregator/Poll',
             secagg__pb_dot_v1_dot_secagg__pb2.PollRequest.SerializeToString,
-            secagg__pb_dot_v1_dot_secagg__pb2.ServerMessage.FromString,
+            secagg__pb_dot_v1_dot_secagg__pb2.PollReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/secagg.v1.Aggregator/GetModel',
+            secagg__pb_dot_v1_dot_secagg__pb2.ModelRequest.SerializeToString,
+            secagg__pb_dot_v1_dot_secagg__pb2.ModelChunk.FromString,
             options,
             channel_credentials,
             insecure,

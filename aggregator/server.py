@@ -1,0 +1,124 @@
+"""Build and run the aggregator: gRPC server, health service, driver thread, shutdown.
+
+mTLS is required unless the settings say ``insecure = true`` (development
+only, refused otherwise). SIGTERM: health goes NOT_SERVING at once, in-flight
+calls get a grace period, new ones get UNAVAILABLE, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from secagg_pb.v1 import secagg_pb2_grpc as pb_grpc
+
+from aggregator.coordinator import Coordinator
+from aggregator.servicer import AggregatorServicer, certificate_identity, insecure_identity
+from aggregator.settings import AggregatorSettings
+from secagg.errors import ParameterError
+
+log = logging.getLogger("secagg.aggregator")
+SERVICE = "secagg.v1.Aggregator"
+MAX_MESSAGE = 16 * 1024 * 1024
+
+
+def _roster(settings: AggregatorSettings, clients: int | None) -> dict[int, bytes]:
+    if settings.insecure and not settings.pki_dir:
+        if settings.profile == "active" or not clients:
+            raise ParameterError("without a PKI only the semi-honest profile with --clients N runs")
+        return {c: b"" for c in range(1, clients + 1)}
+    from aggregator.pki import load_roster
+
+    return load_roster(Path(settings.pki_dir)).signing_keys()
+
+
+class AggregatorServer:
+    """One running aggregator."""
+
+    def __init__(self, settings: AggregatorSettings, *, clients: int | None = None) -> None:
+        self.settings = settings
+        roster = _roster(settings, clients)
+        self.coordinator = Coordinator(settings, roster)
+        if settings.insecure:
+            identify = insecure_identity
+            options: list[tuple[str, Any]] = [("grpc.so_reuseport", 0)]
+        else:
+            from aggregator import tls
+
+            tls.check_server_security(False, Path(settings.pki_dir))
+            identify = certificate_identity(tls.peer_client_id)
+            options = list(tls.SERVER_OPTIONS)
+        options += [
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+        ]
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=settings.max_workers),
+            options=options,
+            maximum_concurrent_rpcs=settings.max_workers * 2,
+        )
+        max_payload = (settings.dim + 1) * 8 + 1024
+        pb_grpc.add_AggregatorServicer_to_server(
+            AggregatorServicer(self.coordinator, identify, max_payload=max_payload), self.server
+        )
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        if settings.insecure:
+            self.port = self.server.add_insecure_port(settings.listen)
+        else:
+            from aggregator import tls
+
+            self.port = self.server.add_secure_port(
+                settings.listen, tls.server_credentials(Path(settings.pki_dir))
+            )
+        if self.port == 0:
+            raise ParameterError(f"cannot listen on {settings.listen}")
+        self._stop = threading.Event()
+        self._driver = threading.Thread(target=self._drive, name="round-driver", daemon=True)
+
+    def _drive(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.coordinator.tick()
+            except Exception:  # the driver must survive anything a round throws
+                log.exception("round driver error")
+            if self.coordinator.finished:
+                self.health.set(SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
+            self._stop.wait(0.05)
+
+    def start(self) -> None:
+        """Serve: health SERVING once the driver runs."""
+        self.server.start()
+        self._driver.start()
+        self.health.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        log.info("aggregator listening on port %d", self.port)
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Graceful shutdown: NOT_SERVING first, then let in-flight calls finish."""
+        self.health.enter_graceful_shutdown()
+        self._stop.set()
+        self.server.stop(grace).wait()
+
+    def wait(self, *, exit_when_finished: bool) -> None:
+        """Block until SIGTERM/SIGINT (or the last round, if asked)."""
+        done = threading.Event()
+
+        def on_signal(signum: int, frame: object) -> None:
+            del frame
+            log.info("signal %d: shutting down", signum)
+            done.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        while not done.wait(0.2):
+            if exit_when_finished and self.coordinator.finished:
+                done.wait(2 * self.settings.poll_wait_s)  # let clients see "finished"
+                break
+        self.stop()

@@ -1,0 +1,62 @@
+"""Typed aggregator configuration, read from TOML (see examples/aggregator.toml)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from protocol.config import PROFILES, Profile
+from secagg.errors import ParameterError
+
+
+@dataclass(frozen=True)
+class AggregatorSettings:
+    """Everything `secagg aggregator serve` needs; unknown keys are errors."""
+
+    listen: str = "127.0.0.1:50051"
+    pki_dir: str = ""
+    insecure: bool = False
+    state_dir: str = "aggregator-state"
+    rounds: int = 5
+    dim: int = 1000
+    min_clients: int = 0  # 0: every client on the roster
+    threshold: int = 0  # 0: the default client policy's safe minimum
+    degree: int = 0  # 0: complete graph (SecAgg); else SecAgg+ neighbours
+    profile: Profile = "active"
+    clip: float = 1.0
+    levels: int = 1 << 16
+    max_weight: int = 1
+    learning_rate: float = 1.0
+    phase_timeout_s: float = 30.0
+    start_timeout_s: float = 60.0
+    poll_wait_s: float = 5.0
+    max_workers: int = 64
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ParameterError(f"profile must be one of {PROFILES}")
+        if self.rounds < 1 or self.dim < 1:
+            raise ParameterError("rounds and dim must be positive")
+        if not self.insecure and not self.pki_dir:
+            raise ParameterError("pki_dir is required unless insecure = true (development only)")
+        if self.phase_timeout_s <= 0 or self.poll_wait_s <= 0:
+            raise ParameterError("timeouts must be positive")
+
+
+def load_settings(path: str | Path, **overrides: Any) -> AggregatorSettings:
+    """Read ``[aggregator]`` from a TOML file; keyword overrides win."""
+    with open(path, "rb") as handle:
+        data = tomllib.load(handle)
+    section = data.get("aggregator", data)
+    known = {f.name for f in fields(AggregatorSettings)}
+    unknown = set(section) - known
+    if unknown:
+        raise ParameterError(f"unknown aggregator settings: {sorted(unknown)}")
+    base = Path(path).parent
+    merged = {**section, **{k: v for k, v in overrides.items() if v is not None}}
+    for key in ("pki_dir", "state_dir"):
+        if merged.get(key) and not Path(merged[key]).is_absolute():
+            merged[key] = str(base / merged[key])
+    return AggregatorSettings(**merged)

@@ -1,0 +1,131 @@
+"""The client protocol daemon: poll, train, mask, upload, unmask, repeat.
+
+One :class:`ClientMachine` per round. On ``RoundStart`` the daemon downloads
+the global model, hashes it (the machine aborts if the hash differs from the
+announced config, so a server cannot show this client another model), runs
+the training hook and fixes the input, once; every later server message goes
+straight to the machine, and whatever it returns goes back to the server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from secagg_pb import codec
+
+from clients.training.synthetic import LocalUpdate
+from clients.transport import Transport
+from protocol.client import ClientMachine, ClientPhase
+from protocol.config import ClientPolicy
+from protocol.messages import RoundStart
+from secagg.primitives.signing import SigningKey
+from secagg.rng import RandomSource, SystemRandomSource
+
+log = logging.getLogger("secagg.client")
+Trainer = Callable[[np.ndarray, int], LocalUpdate]
+
+
+def model_hash(model_bytes: bytes) -> bytes:
+    """Same construction as the aggregator's (sha256 over a label and the float32 bytes)."""
+    return hashlib.sha256(b"secagg/v1/model\x00" + model_bytes).digest()
+
+
+@dataclass
+class DaemonStats:
+    """What the daemon did, for logs and tests."""
+
+    rounds_completed: list[int] = field(default_factory=list)
+    rounds_aborted: list[tuple[int, str]] = field(default_factory=list)
+
+
+class Daemon:
+    """Runs rounds until the aggregator says training is finished."""
+
+    def __init__(
+        self,
+        client_id: int,
+        transport: Transport,
+        trainer: Trainer,
+        *,
+        signing_key: SigningKey | None,
+        roster: dict[int, bytes],
+        policy: ClientPolicy | None = None,
+        rng: RandomSource | None = None,
+        poll_timeout: float = 30.0,
+        max_rounds: int | None = None,
+    ) -> None:
+        self.client_id = client_id
+        self.transport = transport
+        self.trainer = trainer
+        self.signing_key = signing_key
+        self.roster = roster
+        self.policy = policy
+        self.rng = rng or SystemRandomSource()
+        self.poll_timeout = poll_timeout
+        self.max_rounds = max_rounds
+        self.stats = DaemonStats()
+        self._machine: ClientMachine | None = None
+        self._round = -1
+
+    def run(self) -> DaemonStats:
+        """Loop until the aggregator reports that training is finished."""
+        seq = 0
+        while True:
+            reply = self.transport.poll(seq, timeout=self.poll_timeout)
+            if reply.finished:
+                self._close_round()
+                return self.stats
+            if not reply.HasField("message"):
+                continue
+            seq = reply.seq
+            self._handle(codec.server_from_proto(reply.message))
+            if self.max_rounds is not None and len(self.stats.rounds_completed) >= self.max_rounds:
+                return self.stats
+
+    def _handle(self, msg: object) -> None:
+        if isinstance(msg, RoundStart):
+            self._close_round()
+            self._start_round(msg)
+        machine = self._machine
+        if machine is None:
+            return
+        for out in machine.handle(msg):  # type: ignore[arg-type]
+            self.transport.send(out)
+        if machine.phase is ClientPhase.COMPLETED:
+            self.stats.rounds_completed.append(self._round)
+            log.info("client %d: round %d completed", self.client_id, self._round)
+            self._machine = None
+        elif machine.phase is ClientPhase.ABORTED:
+            self.stats.rounds_aborted.append((self._round, machine.abort_reason or ""))
+            log.warning(
+                "client %d: round %d aborted: %s", self.client_id, self._round, machine.abort_reason
+            )
+            self._machine = None
+
+    def _start_round(self, msg: RoundStart) -> None:
+        config = msg.config
+        self._round = config.round
+        machine = ClientMachine(
+            self.client_id,
+            rng=self.rng,
+            signing_key=self.signing_key,
+            roster=self.roster,
+            policy=self.policy,
+        )
+        raw = self.transport.model(config.round)
+        model = np.frombuffer(raw, dtype="<f4")
+        update = self.trainer(model.copy(), config.round)
+        digest = model_hash(raw)
+        if update.levels is not None:
+            machine.set_levels(update.levels, weight=update.weight, model_hash=digest)
+        else:
+            assert update.vector is not None
+            machine.set_input(update.vector, weight=update.weight, model_hash=digest)
+        self._machine = machine
+
+    def _close_round(self) -> None:
+        self._machine = None

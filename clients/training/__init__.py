@@ -1,0 +1,1 @@
+"""Local training behind one hook: ``Trainer(model, round) -> LocalUpdate``."""

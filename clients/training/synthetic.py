@@ -1,0 +1,56 @@
+"""The documented synthetic trainer, until face training plugs in.
+
+Each client pulls the model toward a private target vector drawn from its id
+(update = rate · (target − model)), so FedAvg converges to the mean target
+and a test can predict every round. With ``exact_levels`` it instead returns
+integer levels drawn from (client, round), which lets integration tests check
+the aggregate for exact equality.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from secagg.rng import DeterministicRandomSource, uniform_below
+
+
+@dataclass(frozen=True)
+class LocalUpdate:
+    """What local training hands to the protocol: a float update or integer levels."""
+
+    vector: np.ndarray | None
+    levels: np.ndarray | None
+    weight: int
+
+
+def target(client: int, dim: int) -> np.ndarray:
+    """Client ``client``'s private optimum (deterministic)."""
+    rng = DeterministicRandomSource(f"synthetic-target-{client}")
+    return np.frombuffer(rng.random_bytes(8 * dim), "<u8") / 2.0**64 - 0.5
+
+
+def exact_levels(client: int, round_: int, dim: int, levels: int) -> np.ndarray:
+    """The integer input a client contributes in ``exact_levels`` mode."""
+    rng = DeterministicRandomSource(f"synthetic-levels-{client}-{round_}")
+    return uniform_below(rng, levels, dim)
+
+
+@dataclass(frozen=True)
+class SyntheticTrainer:
+    """See the module docstring."""
+
+    client: int
+    rate: float = 0.5
+    weight: int = 1
+    exact: bool = False
+    levels: int = 1 << 16
+
+    def __call__(self, model: np.ndarray, round_: int) -> LocalUpdate:
+        if self.exact:
+            return LocalUpdate(
+                None, exact_levels(self.client, round_, model.size, self.levels), self.weight
+            )
+        update = self.rate * (target(self.client, model.size) - model.astype(np.float64))
+        return LocalUpdate(np.clip(update, -1.0, 1.0), None, self.weight)

@@ -1,0 +1,140 @@
+"""The client's side of the wire: channel, credentials, retries with backoff and jitter.
+
+Only UNAVAILABLE, RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED are retried
+(security.md §4.2); everything else is final. Every protocol RPC is
+idempotent on the server, so a retry after a lost reply is safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+from secagg_pb import codec
+from secagg_pb.v1 import secagg_pb2 as pb
+from secagg_pb.v1 import secagg_pb2_grpc as pb_grpc
+
+from protocol.messages import ClientMessage, MaskedInput
+
+log = logging.getLogger("secagg.client")
+T = TypeVar("T")
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    }
+)
+CHUNK = 4 * 1024 * 1024 - 1024
+MAX_MESSAGE = 16 * 1024 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+]
+
+
+def client_credentials(pki_dir: Path, client_id: int) -> grpc.ChannelCredentials:
+    """Mutual TLS: pin the consortium CA, present this client's certificate."""
+    own = pki_dir / "clients" / str(client_id)
+    return grpc.ssl_channel_credentials(
+        root_certificates=(pki_dir / "ca.pem").read_bytes(),
+        private_key=(own / "client.key").read_bytes(),
+        certificate_chain=(own / "client.pem").read_bytes(),
+    )
+
+
+def open_channel(address: str, credentials: grpc.ChannelCredentials | None) -> grpc.Channel:
+    """A channel to the aggregator (insecure only when no credentials are given)."""
+    if credentials is None:
+        return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    return grpc.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
+
+
+class Transport:
+    """Stub wrapper: one method per RPC, each with deadlines and bounded retries."""
+
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        client_id: int,
+        *,
+        attempts: int = 6,
+        base_delay: float = 0.5,
+        max_delay: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.stub = pb_grpc.AggregatorStub(channel)
+        self.client_id = client_id
+        self.attempts = attempts
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self._sleep = sleep
+        self._jitter = random.Random()  # noqa: S311 - backoff jitter only, never secrets
+
+    def _retry(self, call: Callable[[], T]) -> T:
+        delay = self.base_delay
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return call()
+            except grpc.RpcError as exc:
+                code = exc.code() if hasattr(exc, "code") else None
+                if code not in RETRYABLE or attempt == self.attempts:
+                    raise
+                pause = min(self.max_delay, delay) * (0.5 + self._jitter.random())
+                log.info("retrying after %s (attempt %d, %.2f s)", code, attempt, pause)
+                self._sleep(pause)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def send(self, msg: ClientMessage, timeout: float = 60.0) -> None:
+        """Submit a protocol message; masked vectors go through the chunked Upload."""
+        if isinstance(msg, MaskedInput):
+            self._retry(lambda: self.stub.Upload(self._chunks(msg), timeout=timeout))
+        else:
+            request = codec.client_to_proto(msg)
+            self._retry(lambda: self.stub.Submit(request, timeout=timeout))
+
+    def _chunks(self, msg: MaskedInput) -> Iterator[pb.UploadChunk]:
+        upload_id = uuid.uuid4().hex
+        digest = hashlib.sha256(msg.payload).digest()
+        total = len(msg.payload)
+        for offset in range(0, max(total, 1), CHUNK):
+            last = offset + CHUNK >= total
+            yield pb.UploadChunk(
+                client=msg.client,
+                round=msg.round,
+                upload_id=upload_id,
+                offset=offset,
+                total_length=total,
+                data=msg.payload[offset : offset + CHUNK],
+                sha256=digest if last else b"",
+            )
+
+    def poll(self, after: int, timeout: float) -> pb.PollReply:
+        """Long-poll for the next message after sequence number ``after``."""
+        request = pb.PollRequest(client=self.client_id, after=after)
+        return self._retry(lambda: self.stub.Poll(request, timeout=timeout))
+
+    def model(self, round_: int, timeout: float = 120.0) -> bytes:
+        """Download the global model of ``round_``."""
+
+        def fetch() -> bytes:
+            buf = bytearray()
+            for chunk in self.stub.GetModel(
+                pb.ModelRequest(client=self.client_id, round=round_), timeout=timeout
+            ):
+                if chunk.offset != len(buf):
+                    raise ValueError("model chunks out of order")
+                buf += chunk.data
+            return bytes(buf)
+
+        return self._retry(fetch)
