@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from secagg_pb import codec
 
+from clients.faults import fault_point
 from clients.training.synthetic import LocalUpdate
 from clients.transport import Transport
 from protocol.client import ClientMachine, ClientPhase
@@ -94,6 +95,7 @@ class Daemon:
         if machine is None:
             return
         for out in machine.handle(msg):  # type: ignore[arg-type]
+            fault_point(f"before_send_{type(out).__name__}", self._round)
             self.transport.send(out)
         if machine.phase is ClientPhase.COMPLETED:
             self.stats.rounds_completed.append(self._round)

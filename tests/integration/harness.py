@@ -1,0 +1,115 @@
+"""Start a real aggregator and client daemons as separate processes on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from clients.training.synthetic import exact_levels
+
+SECAGG = [sys.executable, "-m", "aggregator.cli"]
+
+
+@dataclass
+class Cluster:
+    """One aggregator process and its clients; always call :meth:`stop`."""
+
+    workdir: Path
+    aggregator: subprocess.Popen[str] | None = None
+    port: int = 0
+    clients: dict[int, subprocess.Popen[str]] = field(default_factory=dict)
+
+    def start_aggregator(
+        self, config: dict[str, object], *, extra: list[str] | None = None
+    ) -> None:
+        lines = ["[aggregator]"]
+        for key, value in config.items():
+            lines.append(f"{key} = {json.dumps(value)}")
+        path = self.workdir / "aggregator.toml"
+        path.write_text("\n".join(lines) + "\n")
+        cmd = [*SECAGG, "aggregator", "serve", "--config", str(path), "--exit-when-finished"]
+        self.aggregator = subprocess.Popen(
+            cmd + (extra or []),
+            stdout=subprocess.PIPE,
+            stderr=open(self.workdir / "aggregator.log", "w"),
+            text=True,
+            env=_env(),
+        )
+        assert self.aggregator.stdout is not None
+        line = self.aggregator.stdout.readline()
+        match = re.search(r"port (\d+)", line)
+        if not match:
+            raise RuntimeError(
+                f"aggregator did not start: {line!r}, see {self.workdir}/aggregator.log"
+            )
+        self.port = int(match.group(1))
+
+    def start_client(self, client: int, args: list[str], *, fault: str | None = None) -> None:
+        env = _env()
+        if fault:
+            env["SECAGG_FAULT"] = fault
+        cmd = [
+            *SECAGG,
+            "client",
+            "run",
+            "--id",
+            str(client),
+            "--aggregator",
+            f"127.0.0.1:{self.port}",
+        ]
+        self.clients[client] = subprocess.Popen(
+            cmd + args,
+            stdout=subprocess.PIPE,
+            stderr=open(self.workdir / f"client-{client}.log", "w"),
+            text=True,
+            env=env,
+        )
+
+    def wait(self, timeout: float) -> int:
+        assert self.aggregator is not None
+        return self.aggregator.wait(timeout=timeout)
+
+    def rounds(self) -> list[dict[str, object]]:
+        path = self.workdir / "state" / "rounds.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def stop(self) -> None:
+        procs = [*self.clients.values()] + ([self.aggregator] if self.aggregator else [])
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in procs:
+            proc.wait(timeout=10)
+
+
+def expected_sha256(survivors: list[int], round_: int, dim: int, levels: int = 1 << 16) -> str:
+    """Digest of the exact sum the synthetic exact-levels trainer implies."""
+    total = sum(exact_levels(c, round_, dim, levels).astype(np.uint64) for c in survivors)
+    assert isinstance(total, np.ndarray)
+    return hashlib.sha256(total.astype("<u8").tobytes()).hexdigest()
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("SECAGG_FAULT", None)
+    return env
+
+
+def wait_for(predicate: object, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if callable(predicate) and predicate():
+            return True
+        time.sleep(0.1)
+    return False

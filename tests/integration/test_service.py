@@ -1,0 +1,71 @@
+"""Real aggregator and client daemons as separate processes on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import Cluster, expected_sha256
+
+pytestmark = pytest.mark.integration
+
+DIM = 2000
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    yield c
+    c.stop()
+
+
+def base_config(**extra: object) -> dict[str, object]:
+    config: dict[str, object] = {
+        "listen": "127.0.0.1:0",
+        "state_dir": "state",
+        "dim": DIM,
+        "rounds": 2,
+        "phase_timeout_s": 8.0,
+        "start_timeout_s": 4.0,
+        "poll_wait_s": 1.0,
+    }
+    config.update(extra)
+    return config
+
+
+def check_exact(cluster: Cluster) -> list[dict[str, object]]:
+    rounds = [r for r in cluster.rounds() if r["completed"]]
+    for r in rounds:
+        survivors = r["survivors"]
+        assert isinstance(survivors, list)
+        assert r["total_sha256"] == expected_sha256(survivors, int(str(r["round"])), DIM)
+        assert r["weight_sum"] == len(survivors)
+    return rounds
+
+
+def test_insecure_semi_honest_rounds_are_exact(cluster: Cluster) -> None:
+    cluster.start_aggregator(
+        base_config(insecure=True, profile="semi-honest"), extra=["--clients", "3"]
+    )
+    for c in (1, 2, 3):
+        cluster.start_client(c, ["--insecure", "--exact-levels"])
+    assert cluster.wait(timeout=90) == 0
+    rounds = check_exact(cluster)
+    assert [r["round"] for r in rounds] == [0, 1]
+    assert all(r["survivors"] == [1, 2, 3] for r in rounds)
+
+
+def test_client_killed_before_masked_input_drops_out_and_sum_stays_exact(cluster: Cluster) -> None:
+    cluster.start_aggregator(
+        base_config(insecure=True, profile="semi-honest"), extra=["--clients", "5"]
+    )
+    for c in (1, 2, 3, 4):
+        cluster.start_client(c, ["--insecure", "--exact-levels"])
+    cluster.start_client(5, ["--insecure", "--exact-levels"], fault="before_send_MaskedInput@0")
+    assert cluster.wait(timeout=120) == 0
+    rounds = check_exact(cluster)
+    assert rounds[0]["survivors"] == [1, 2, 3, 4]
+    assert 5 in rounds[0]["cohort"]  # it was in the round, dropped after sharing its keys
+    assert [r["round"] for r in rounds] == [0, 1]
