@@ -203,6 +203,34 @@ def _client_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pki_init(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from aggregator.pki import init_pki
+
+    paths = init_pki(
+        Path(args.out),
+        clients=args.clients,
+        server_names=args.server_name,
+        days=args.days,
+        force=args.force,
+    )
+    if args.json:
+        _print_json(paths.as_dict())
+    else:
+        print(f"PKI for {len(paths.client_ids)} clients in {paths.root}")
+        print(f"  CA            {paths.ca_cert}")
+        print(f"  server        {paths.server_cert}")
+        clients_dir = paths.root / "clients"
+        print(f"  clients       {clients_dir}/<id>/ (client.pem, client.key, signing.key)")
+        print(f"  roster        {paths.roster} (public key {paths.roster_public})")
+        print(
+            f"keep {paths.ca_key.name} and {paths.roster_key.name} with the consortium, "
+            "never on the aggregator"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (kept separate so tests can inspect it)."""
     parser = argparse.ArgumentParser(prog="secagg", description=__doc__.splitlines()[0])
@@ -280,6 +308,23 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--json", action="store_true")
     sim.set_defaults(func=_simulate)
+
+    pki = sub.add_parser("pki", help="consortium PKI: CA, certificates, signed roster")
+    pki_sub = pki.add_subparsers(dest="pki_command", required=True)
+    pki_init = pki_sub.add_parser("init", help="create a CA, server and client certs, roster")
+    pki_init.add_argument("--out", required=True, help="directory to create")
+    pki_init.add_argument("--clients", type=int, required=True, help="client ids 1..N")
+    pki_init.add_argument(
+        "--server-name",
+        action="append",
+        default=None,
+        help="DNS name or IP for the server certificate (repeatable; "
+        "default localhost and 127.0.0.1)",
+    )
+    pki_init.add_argument("--days", type=int, default=365, help="certificate validity")
+    pki_init.add_argument("--force", action="store_true", help="replace an existing PKI dir")
+    pki_init.add_argument("--json", action="store_true", help="print the paths as JSON")
+    pki_init.set_defaults(func=_pki_init)
     return parser
 
 

@@ -1,10 +1,19 @@
 """Round orchestration: the host around the protocol's ServerMachine.
 
 It owns what the pure machine must not: the clock (phase deadlines), the
-cohort (who is present), per-client outboxes with sequence numbers (so a
-retried poll gets the same message), the global model and the server step
-(FedAvg: model += lr · weighted mean update). Thread-safe: the gRPC threads
-call :meth:`submit` and :meth:`poll`; one driver thread calls :meth:`tick`.
+cohort (who is present), per-client outboxes, the global model, the server
+step (FedAvg: model += lr · weighted mean update) and durability. Every
+accepted message, exclusion and phase advance is committed to the store
+before the client is answered; on restart :meth:`recover` replays the
+running attempt through a fresh machine and resumes it if its phase deadline
+allows, else aborts it and tells every client.
+
+Rounds are retried after an abort; each attempt is an *epoch* (a fresh nonce,
+so a fresh session). Outboxes are per epoch, numbered from 1, so a client's
+poll (epoch, after) always finds its place again, even across restarts.
+
+Thread-safe: the gRPC threads call :meth:`submit` and :meth:`poll`; one
+driver thread calls :meth:`tick`.
 """
 
 from __future__ import annotations
@@ -16,18 +25,21 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from aggregator.settings import AggregatorSettings
+from aggregator.store import Store, StoreError
 from protocol.config import RoundConfig, default_colluders, minimum_threshold
-from protocol.errors import UnknownClient, WrongPhase
+from protocol.errors import ProtocolError, UnknownClient, WrongPhase
+from protocol.faults import fault_point
 from protocol.messages import ClientMessage, ServerMessage
 from protocol.server import ServerMachine, ServerPhase
 from protocol.simulation import make_config
 from secagg.rng import RandomSource, SystemRandomSource
+from secagg_pb import codec
+from secagg_pb.v1 import secagg_pb2 as pb
 
 log = logging.getLogger("secagg.aggregator")
 Clock = Callable[[], float]
@@ -40,10 +52,10 @@ def model_hash(model: np.ndarray) -> bytes:
 
 @dataclass
 class RoundRecord:
-    """One round's outcome, for the log and `secagg status`."""
+    """One attempt's outcome, for the log and `secagg status`."""
 
     round: int
-    attempt: int
+    epoch: int
     completed: bool
     cohort: list[int]
     survivors: list[int]
@@ -61,29 +73,89 @@ class Coordinator:
         self,
         settings: AggregatorSettings,
         roster: dict[int, bytes],
+        store: Store,
         *,
-        clock: Clock = time.monotonic,
+        clock: Clock = time.time,
         rng: RandomSource | None = None,
     ) -> None:
         self.settings = settings
         self.roster = dict(roster)
+        self.store = store
         self._clock = clock
         self._rng = rng or SystemRandomSource()
         self._cond = threading.Condition()
         self.model = np.zeros(settings.dim, dtype=np.float32)
         self.round = 0
-        self.attempt = 0
+        self.epoch = 0
         self.machine: ServerMachine | None = None
         self.finished = False
         self.history: list[RoundRecord] = []
-        self._outbox: dict[int, list[ServerMessage]] = {c: [] for c in self.roster}
+        self._outbox: dict[int, list[ServerMessage]] = {}
         self._last_seen: dict[int, float] = {}
         self._deadline = 0.0
         self._phase_started = 0.0
         self._phase_seconds: dict[str, float] = {}
         self._waiting_since = clock()
-        self._state_dir = Path(settings.state_dir)
-        self._state_dir.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ recovery
+
+    def recover(self) -> None:
+        """Rebuild state from the store; call once before serving."""
+        with self._cond:
+            checkpoint = self.store.latest_checkpoint()
+            if checkpoint is not None:
+                self.round, model = checkpoint
+                if model.shape != (self.settings.dim,):
+                    raise ProtocolError("checkpoint does not match the configured dimension")
+                self.model = model.astype(np.float32)
+            self.epoch = self.store.last_epoch()
+            self.finished = self.round >= self.settings.rounds
+            attempt = self.store.running_attempt()
+            if attempt is None:
+                return
+            if attempt.round < self.round:  # crashed after its checkpoint, before the status
+                self.store.finish_attempt(attempt.epoch, "completed")
+                return
+            try:
+                config = codec.config_from_proto(pb.RoundConfig.FromString(attempt.config))
+            except Exception as exc:
+                raise StoreError(f"stored config of epoch {attempt.epoch} is unreadable") from exc
+            self._replay(attempt.epoch, config)
+
+    def _replay(self, epoch: int, config: RoundConfig) -> None:
+        self.epoch = epoch
+        machine = ServerMachine(config, roster=self._roster_for(config))
+        self.machine = machine
+        self._outbox = {c: [] for c in config.clients}
+        self._send(machine.start())
+        last = self._clock()
+        for event in self.store.events(epoch):
+            last = event.at
+            if event.kind == "message":
+                assert event.body is not None and event.client is not None
+                machine.receive(event.client, codec.parse_client_message(event.body))
+            elif event.kind == "exclude":
+                assert event.client is not None
+                machine.exclude(event.client, event.note or "excluded")
+            elif event.kind == "advance":
+                self._send(machine.advance())
+            elif event.kind == "abort":
+                self._send(machine.abort(event.note or "aborted"))
+        self._phase_started = last
+        self._deadline = last + self.settings.phase_timeout_s
+        log.info(
+            "recovered round %d (epoch %d) in phase %s", config.round, epoch, machine.phase.value
+        )
+        if machine.phase in (ServerPhase.COMPLETED, ServerPhase.ABORTED):
+            return  # tick() finishes it
+        if self._clock() >= self._deadline:
+            self._abort("the aggregator restarted after the phase deadline")
+
+    def _abort(self, reason: str) -> None:
+        machine = self.machine
+        assert machine is not None
+        self.store.log(self.epoch, "abort", at=self._clock(), note=reason)
+        self._send(machine.abort(reason))
 
     # ------------------------------------------------------------------ client-facing
 
@@ -92,32 +164,53 @@ class Coordinator:
             raise UnknownClient(f"client {client} is not on the roster")
 
     def submit(self, client: int, msg: ClientMessage) -> None:
-        """Hand one client message to the round; raises a ProtocolError on rejection."""
+        """Hand one client message to the round; commits it before returning.
+
+        Raises a ProtocolError on rejection (after logging any exclusion it caused).
+        """
         self._known(client)
         with self._cond:
             self._last_seen[client] = self._clock()
-            if self.machine is None or msg.round != self.round:
+            machine = self.machine
+            if machine is None or msg.round != self.round:
                 raise WrongPhase(f"no round {msg.round} is running (current round {self.round})")
-            self.machine.receive(client, msg)
-            self._cond.notify_all()
+            excluded = client in machine.excluded
+            accepted = machine.accepted_count()
+            try:
+                machine.receive(client, msg)
+            finally:
+                fault_point("after_receive_before_commit")
+                if machine.accepted_count() > accepted:  # new, not an identical retry
+                    body = codec.client_to_proto(msg).SerializeToString()
+                    self.store.log(
+                        self.epoch, "message", at=self._clock(), client=client, body=body
+                    )
+                if not excluded and client in machine.excluded:  # aborted, rejected or conflicting
+                    note = machine.excluded[client]
+                    self.store.log(
+                        self.epoch, "exclude", at=self._clock(), client=client, note=note
+                    )
+                self._cond.notify_all()
 
     def poll(
-        self, client: int, after: int, wait_s: float
-    ) -> tuple[int, ServerMessage | None, bool]:
-        """The message after sequence number ``after`` (waits up to ``wait_s``)."""
+        self, client: int, epoch: int, after: int, wait_s: float
+    ) -> tuple[int, int, ServerMessage | None, bool]:
+        """(epoch, seq, message, finished): ``client``'s next message; waits up to ``wait_s``."""
         self._known(client)
         end = self._clock() + wait_s
         with self._cond:
             while True:
                 self._last_seen[client] = self._clock()
-                box = self._outbox[client]
+                if epoch != self.epoch:
+                    epoch, after = self.epoch, 0  # a new attempt: start from its first message
+                box = self._outbox.get(client, [])
                 if after < len(box):
-                    return after + 1, box[after], False
+                    return epoch, after + 1, box[after], False
                 if self.finished:
-                    return after, None, True
+                    return epoch, after, None, True
                 remaining = end - self._clock()
                 if remaining <= 0:
-                    return after, None, False
+                    return epoch, after, None, False
                 self._cond.wait(min(remaining, 0.5))
 
     def model_bytes(self, round_: int) -> bytes:
@@ -154,14 +247,20 @@ class Coordinator:
         if len(present) < wanted and not (timed_out and len(present) >= 2):
             return
         config = self._config(tuple(present))
-        self.machine = ServerMachine(config, roster=self.roster)
+        self.epoch += 1
+        self.store.begin_attempt(
+            self.epoch, self.round, codec.config_to_proto(config).SerializeToString(), now
+        )
+        self.machine = ServerMachine(config, roster=self._roster_for(config))
+        self._outbox = {c: [] for c in config.clients}
         self._phase_seconds = {}
         self._phase_started = now
         self._deadline = now + self.settings.phase_timeout_s
-        log.info(
-            "round %d attempt %d starts with %d clients", self.round, self.attempt, len(present)
-        )
+        log.info("round %d (epoch %d) starts with %d clients", self.round, self.epoch, len(present))
         self._send(self.machine.start())
+
+    def _roster_for(self, config: RoundConfig) -> dict[int, bytes]:
+        return {c: self.roster[c] for c in config.clients} if config.profile == "active" else {}
 
     def _config(self, cohort: tuple[int, ...]) -> RoundConfig:
         s = self.settings
@@ -197,16 +296,18 @@ class Coordinator:
         )
 
     def _advance(self, now: float) -> None:
-        assert self.machine is not None
-        phase = self.machine.phase.value
+        machine = self.machine
+        assert machine is not None
+        phase = machine.phase.value
+        self.store.log(self.epoch, "advance", at=now, note=phase)
         self._phase_seconds[phase] = now - self._phase_started
-        self._send(self.machine.advance())
+        self._send(machine.advance())
         self._phase_started = self._clock()
         self._deadline = self._phase_started + self.settings.phase_timeout_s
 
     def _send(self, outgoing: list[tuple[int, ServerMessage]]) -> None:
         for client, msg in outgoing:
-            self._outbox[client].append(msg)
+            self._outbox.setdefault(client, []).append(msg)
 
     def _finish_round(self) -> None:
         machine = self.machine
@@ -214,10 +315,10 @@ class Coordinator:
         result = machine.result
         record = RoundRecord(
             round=self.round,
-            attempt=self.attempt,
+            epoch=self.epoch,
             completed=result is not None,
             cohort=list(machine.config.clients),
-            survivors=list(machine.survivors),
+            survivors=list(machine.survivors) if result else [],
             excluded=dict(machine.excluded),
             abort_reason=machine.abort_reason,
             weight_sum=result.weight_sum if result else None,
@@ -227,7 +328,7 @@ class Coordinator:
             phase_seconds=dict(self._phase_seconds),
         )
         self.history.append(record)
-        with open(self._state_dir / "rounds.jsonl", "a", encoding="utf-8") as out:
+        with open(self.store.path.parent / "rounds.jsonl", "a", encoding="utf-8") as out:
             out.write(json.dumps(record.__dict__) + "\n")
         self.machine = None
         self._waiting_since = self._clock()
@@ -235,21 +336,22 @@ class Coordinator:
             if result.weight_sum > 0:
                 update = result.weighted_mean()
                 self.model = (self.model + self.settings.learning_rate * update).astype(np.float32)
-            log.info("round %d completed with %d survivors", self.round, len(result.survivors))
             self.round += 1
-            self.attempt = 0
+            self.store.save_checkpoint(self.round, self.model)
+            self.store.finish_attempt(self.epoch, "completed")
+            log.info("round %d completed with %d survivors", record.round, len(result.survivors))
         else:
+            self.store.finish_attempt(self.epoch, "aborted")
             log.warning("round %d aborted: %s", self.round, machine.abort_reason)
-            self.attempt += 1
         if self.round >= self.settings.rounds:
             self.finished = True
-            np.save(self._state_dir / "model.npy", self.model)
 
     def status(self) -> dict[str, Any]:
         """A machine-readable snapshot for operators."""
         with self._cond:
             return {
                 "round": self.round,
+                "epoch": self.epoch,
                 "phase": self.machine.phase.value if self.machine else "waiting",
                 "finished": self.finished,
                 "present": self._present(self._clock()),

@@ -229,9 +229,7 @@ def _leaf(
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
             critical=False,
@@ -294,9 +292,7 @@ def issue_client_cert(
     san: list[x509.GeneralName] = (
         [x509.UniformResourceIdentifier(client_uri(client_id))] if with_uri else []
     )
-    cert = _leaf(
-        ca, key, f"client-{client_id}", san, ExtendedKeyUsageOID.CLIENT_AUTH, start, end
-    )
+    cert = _leaf(ca, key, f"client-{client_id}", san, ExtendedKeyUsageOID.CLIENT_AUTH, start, end)
     return cert, key
 
 
@@ -335,7 +331,8 @@ def client_id_from_cert(pem_or_der: bytes | x509.Certificate) -> int:
     except ValueError as exc:  # a malformed extension surfaces when first parsed
         raise InvalidCertificate("certificate extensions are malformed") from exc
     ours = [
-        u for u in san.get_values_for_type(x509.UniformResourceIdentifier)
+        u
+        for u in san.get_values_for_type(x509.UniformResourceIdentifier)
         if u.startswith(CLIENT_URI_PREFIX)
     ]
     if len(ours) != 1:

@@ -10,32 +10,36 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from secagg_pb.v1 import secagg_pb2_grpc as pb_grpc
 
 from aggregator.coordinator import Coordinator
 from aggregator.servicer import AggregatorServicer, certificate_identity, insecure_identity
 from aggregator.settings import AggregatorSettings
+from aggregator.store import Store
+from protocol.faults import fault_point
+from protocol.roster import Roster
 from secagg.errors import ParameterError
+from secagg_pb.v1 import secagg_pb2_grpc as pb_grpc
 
 log = logging.getLogger("secagg.aggregator")
 SERVICE = "secagg.v1.Aggregator"
 MAX_MESSAGE = 16 * 1024 * 1024
 
 
-def _roster(settings: AggregatorSettings, clients: int | None) -> dict[int, bytes]:
+def _roster(settings: AggregatorSettings, clients: int | None) -> Roster | dict[int, bytes]:
     if settings.insecure and not settings.pki_dir:
         if settings.profile == "active" or not clients:
             raise ParameterError("without a PKI only the semi-honest profile with --clients N runs")
         return {c: b"" for c in range(1, clients + 1)}
     from aggregator.pki import load_roster
 
-    return load_roster(Path(settings.pki_dir)).signing_keys()
+    return load_roster(Path(settings.pki_dir))
 
 
 class AggregatorServer:
@@ -44,15 +48,20 @@ class AggregatorServer:
     def __init__(self, settings: AggregatorSettings, *, clients: int | None = None) -> None:
         self.settings = settings
         roster = _roster(settings, clients)
-        self.coordinator = Coordinator(settings, roster)
+        keys = roster.signing_keys() if isinstance(roster, Roster) else roster
+        self.store = Store(
+            Path(settings.state_dir) / "state.sqlite", synchronous=settings.synchronous
+        )
+        self.coordinator = Coordinator(settings, keys, self.store)
+        identify: Callable[[grpc.ServicerContext, int], int] = insecure_identity
         if settings.insecure:
-            identify = insecure_identity
             options: list[tuple[str, Any]] = [("grpc.so_reuseport", 0)]
         else:
             from aggregator import tls
 
             tls.check_server_security(False, Path(settings.pki_dir))
-            identify = certificate_identity(tls.peer_client_id)
+            assert isinstance(roster, Roster)
+            identify = certificate_identity(roster)
             options = list(tls.SERVER_OPTIONS)
         options += [
             ("grpc.max_receive_message_length", MAX_MESSAGE),
@@ -64,21 +73,19 @@ class AggregatorServer:
             maximum_concurrent_rpcs=settings.max_workers * 2,
         )
         max_payload = (settings.dim + 1) * 8 + 1024
-        pb_grpc.add_AggregatorServicer_to_server(
+        pb_grpc.add_AggregatorServicer_to_server(  # type: ignore[no-untyped-call]
             AggregatorServicer(self.coordinator, identify, max_payload=max_payload), self.server
         )
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if settings.insecure:
             self.port = self.server.add_insecure_port(settings.listen)
+            if self.port == 0:
+                raise ParameterError(f"cannot listen on {settings.listen}")
         else:
             from aggregator import tls
 
-            self.port = self.server.add_secure_port(
-                settings.listen, tls.server_credentials(Path(settings.pki_dir))
-            )
-        if self.port == 0:
-            raise ParameterError(f"cannot listen on {settings.listen}")
+            self.port = tls.add_secure_port(self.server, settings.listen, Path(settings.pki_dir))
         self._stop = threading.Event()
         self._driver = threading.Thread(target=self._drive, name="round-driver", daemon=True)
 
@@ -93,11 +100,15 @@ class AggregatorServer:
             self._stop.wait(0.05)
 
     def start(self) -> None:
-        """Serve: health SERVING once the driver runs."""
+        """Serve; health stays NOT_SERVING until the stored state is replayed and verified."""
+        for name in (SERVICE, ""):
+            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.server.start()
+        fault_point("during_recovery")
+        self.coordinator.recover()
         self._driver.start()
-        self.health.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
-        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        for name in (SERVICE, ""):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("aggregator listening on port %d", self.port)
 
     def stop(self, grace: float = 5.0) -> None:
@@ -105,6 +116,7 @@ class AggregatorServer:
         self.health.enter_graceful_shutdown()
         self._stop.set()
         self.server.stop(grace).wait()
+        self.store.close()
 
     def wait(self, *, exit_when_finished: bool) -> None:
         """Block until SIGTERM/SIGINT (or the last round, if asked)."""

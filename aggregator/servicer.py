@@ -15,14 +15,15 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import grpc
+
+from aggregator.coordinator import Coordinator
+from protocol.errors import AuthenticationFailed, InvalidMessage, ProtocolError
+from protocol.messages import MaskedInput
+from protocol.roster import Roster
+from secagg.errors import SecAggError
 from secagg_pb import codec
 from secagg_pb.v1 import secagg_pb2 as pb
 from secagg_pb.v1 import secagg_pb2_grpc as pb_grpc
-
-from aggregator.coordinator import Coordinator
-from protocol.errors import InvalidMessage, ProtocolError
-from protocol.messages import MaskedInput
-from secagg.errors import SecAggError
 
 log = logging.getLogger("secagg.aggregator")
 T = TypeVar("T")
@@ -38,7 +39,7 @@ def status_of(exc: SecAggError) -> grpc.StatusCode:
     return grpc.StatusCode.INVALID_ARGUMENT
 
 
-class AggregatorServicer(pb_grpc.AggregatorServicer):  # type: ignore[misc]
+class AggregatorServicer(pb_grpc.AggregatorServicer):
     """Implements secagg.v1.Aggregator over a :class:`Coordinator`."""
 
     def __init__(
@@ -121,8 +122,10 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):  # type: ignore[misc]
             remaining = context.time_remaining()
             if remaining is not None:
                 wait = max(0.0, min(wait, remaining - 0.5))
-            seq, msg, finished = self.coordinator.poll(client, request.after, wait)
-            reply = pb.PollReply(seq=seq, finished=finished)
+            epoch, seq, msg, finished = self.coordinator.poll(
+                client, request.epoch, request.after, wait
+            )
+            reply = pb.PollReply(epoch=epoch, seq=seq, finished=finished)
             if msg is not None:
                 reply.message.CopyFrom(codec.server_to_proto(msg))
             return reply
@@ -154,16 +157,21 @@ def insecure_identity(context: grpc.ServicerContext, claimed: int) -> int:
     return claimed
 
 
-def certificate_identity(
-    peer_client_id: Callable[[grpc.ServicerContext], int],
-) -> Callable[[grpc.ServicerContext, int], int]:
-    """Identity from the mTLS certificate; a request claiming another id is refused."""
-    from protocol.errors import AuthenticationFailed
+def certificate_identity(roster: Roster) -> Callable[[grpc.ServicerContext, int], int]:
+    """Identity from the mTLS certificate, checked against the roster.
+
+    The certificate must be the one enrolled for that id (its SHA-256), and a
+    request claiming another id is refused.
+    """
+    from aggregator.tls import peer_identity
 
     def identify(context: grpc.ServicerContext, claimed: int) -> int:
-        actual = peer_client_id(context)
-        if claimed and claimed != actual:
-            raise AuthenticationFailed(f"certificate is client {actual}, request claims {claimed}")
-        return actual
+        peer = peer_identity(context)
+        roster.authenticate(peer.client_id, cert_sha256=peer.cert_sha256)
+        if claimed and claimed != peer.client_id:
+            raise AuthenticationFailed(
+                f"certificate is client {peer.client_id}, request claims {claimed}"
+            )
+        return peer.client_id
 
     return identify

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from protocol.config import PROFILES, Profile
 from secagg.errors import ParameterError
@@ -33,6 +33,7 @@ class AggregatorSettings:
     start_timeout_s: float = 60.0
     poll_wait_s: float = 5.0
     max_workers: int = 64
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"  # FULL: survive power loss too
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -41,6 +42,8 @@ class AggregatorSettings:
             raise ParameterError("rounds and dim must be positive")
         if not self.insecure and not self.pki_dir:
             raise ParameterError("pki_dir is required unless insecure = true (development only)")
+        if self.synchronous not in ("NORMAL", "FULL"):
+            raise ParameterError("synchronous must be NORMAL or FULL")
         if self.phase_timeout_s <= 0 or self.poll_wait_s <= 0:
             raise ParameterError("timeouts must be positive")
 

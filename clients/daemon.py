@@ -15,16 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from secagg_pb import codec
 
-from clients.faults import fault_point
 from clients.training.synthetic import LocalUpdate
 from clients.transport import Transport
 from protocol.client import ClientMachine, ClientPhase
 from protocol.config import ClientPolicy
+from protocol.faults import fault_point
 from protocol.messages import RoundStart
 from secagg.primitives.signing import SigningKey
 from secagg.rng import RandomSource, SystemRandomSource
+from secagg_pb import codec
 
 log = logging.getLogger("secagg.client")
 Trainer = Callable[[np.ndarray, int], LocalUpdate]
@@ -74,12 +74,15 @@ class Daemon:
 
     def run(self) -> DaemonStats:
         """Loop until the aggregator reports that training is finished."""
-        seq = 0
+        epoch = seq = 0
         while True:
-            reply = self.transport.poll(seq, timeout=self.poll_timeout)
+            reply = self.transport.poll(epoch, seq, timeout=self.poll_timeout)
             if reply.finished:
                 self._close_round()
                 return self.stats
+            if reply.epoch != epoch:  # a new round attempt: whatever ran before is over
+                self._close_round()
+                epoch, seq = reply.epoch, 0
             if not reply.HasField("message"):
                 continue
             seq = reply.seq

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
+
+from protocol.messages import ClientMessage, MaskedInput
 from secagg_pb import codec
 from secagg_pb.v1 import secagg_pb2 as pb
 from secagg_pb.v1 import secagg_pb2_grpc as pb_grpc
-
-from protocol.messages import ClientMessage, MaskedInput
 
 log = logging.getLogger("secagg.client")
 T = TypeVar("T")
@@ -72,7 +72,7 @@ class Transport:
         max_delay: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.stub = pb_grpc.AggregatorStub(channel)
+        self.stub = pb_grpc.AggregatorStub(channel)  # type: ignore[no-untyped-call]
         self.client_id = client_id
         self.attempts = attempts
         self.base_delay = base_delay
@@ -119,10 +119,11 @@ class Transport:
                 sha256=digest if last else b"",
             )
 
-    def poll(self, after: int, timeout: float) -> pb.PollReply:
-        """Long-poll for the next message after sequence number ``after``."""
-        request = pb.PollRequest(client=self.client_id, after=after)
-        return self._retry(lambda: self.stub.Poll(request, timeout=timeout))
+    def poll(self, epoch: int, after: int, timeout: float) -> pb.PollReply:
+        """Long-poll for the next message of round attempt ``epoch`` after number ``after``."""
+        request = pb.PollRequest(client=self.client_id, epoch=epoch, after=after)
+        reply: pb.PollReply = self._retry(lambda: self.stub.Poll(request, timeout=timeout))
+        return reply
 
     def model(self, round_: int, timeout: float = 120.0) -> bytes:
         """Download the global model of ``round_``."""

@@ -311,6 +311,20 @@ class ServerMachine:
 
     # ------------------------------------------------------------------ transitions
 
+    def abort(self, reason: str) -> Outgoing:
+        """Abort the round (the host's decision, e.g. a restart past the deadline)."""
+        if self.phase in (ServerPhase.COMPLETED, ServerPhase.ABORTED):
+            raise WrongPhase(f"round already {self.phase.value}")
+        return self._abort(reason)
+
+    def exclude(self, client: int, reason: str) -> None:
+        """Exclude ``client`` from the rest of the round (host decision, or replay of one)."""
+        self.excluded[client] = reason
+
+    def accepted_count(self) -> int:
+        """Messages accepted so far in all phases (identical retries do not count)."""
+        return sum(len(p.accepted) for p in self._phases.values())
+
     def _abort(self, reason: str) -> Outgoing:
         self.phase = ServerPhase.ABORTED
         self.abort_reason = reason
@@ -406,11 +420,18 @@ class ServerMachine:
                 [np.stack([shamir.share_from_bytes(s) for _, s in shares[o][:t]]) for o in members],
                 axis=1,
             )  # (t, m, 16)
-            for owner, secret in zip(
-                members, shamir.reconstruct_with(coefficients, stacked), strict=True
-            ):
+            rebuilt: list[bytes | None]
+            try:
+                rebuilt = list(shamir.reconstruct_with(coefficients, stacked))
+            except InvalidShare:  # a rebuilt limb is not 16-bit: find the owner, then recover
+                rebuilt = [
+                    _rebuild_one(coefficients, stacked[:, i : i + 1]) for i in range(len(members))
+                ]
+            for owner, secret in zip(members, rebuilt, strict=True):
                 secrets[owner] = (
-                    secret if check(owner, secret) else self._recover(owner, shares[owner], check)
+                    secret
+                    if secret is not None and check(owner, secret)
+                    else self._recover(owner, shares[owner], check)
                 )
         return secrets
 
@@ -468,6 +489,14 @@ class ServerMachine:
         if values.size and int(values.max()) > (config.levels - 1) * weight_sum:
             raise InvalidShare("aggregate out of range: a client sent an inconsistent weight")
         return AggregateResult(values, weight_sum, tuple(alive), config.quantizer)
+
+
+def _rebuild_one(coefficients: np.ndarray, stacked: np.ndarray) -> bytes | None:
+    """One secret from its (t, 1, 16) shares, or None if a rebuilt limb is out of range."""
+    try:
+        return shamir.reconstruct_with(coefficients, stacked)[0]
+    except InvalidShare:
+        return None
 
 
 def _digest(msg: ClientMessage) -> bytes:

@@ -69,3 +69,28 @@ def test_client_killed_before_masked_input_drops_out_and_sum_stays_exact(cluster
     assert rounds[0]["survivors"] == [1, 2, 3, 4]
     assert 5 in rounds[0]["cohort"]  # it was in the round, dropped after sharing its keys
     assert [r["round"] for r in rounds] == [0, 1]
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Path:
+    from aggregator.pki import init_pki
+
+    root = tmp_path / "pki"
+    init_pki(root, clients=5, server_names=["localhost", "127.0.0.1"], days=1, force=False)
+    return root
+
+
+def test_mtls_active_rounds_with_a_dropout_are_exact(cluster: Cluster, pki: Path) -> None:
+    """Active profile over mutual TLS: signed keys, consistency round, one client killed."""
+    cluster.start_aggregator(base_config(pki_dir=str(pki), profile="active", rounds=2))
+    for c in (1, 2, 3, 4):
+        cluster.start_client(c, ["--pki-dir", str(pki), "--exact-levels"])
+    cluster.start_client(
+        5, ["--pki-dir", str(pki), "--exact-levels"], fault="before_send_ConsistencySignature@0"
+    )
+    assert cluster.wait(timeout=120) == 0
+    rounds = check_exact(cluster)
+    assert [r["round"] for r in rounds] == [0, 1]
+    # Client 5 delivered its masked input, so it is in the sum of round 0 although it died.
+    assert rounds[0]["survivors"] == [1, 2, 3, 4, 5]
+    assert rounds[1]["survivors"] == [1, 2, 3, 4]

@@ -233,22 +233,26 @@ class Ack(_message.Message):
     def __init__(self, status: _Optional[str] = ...) -> None: ...
 
 class PollRequest(_message.Message):
-    __slots__ = ("client", "after")
+    __slots__ = ("client", "epoch", "after")
     CLIENT_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     AFTER_FIELD_NUMBER: _ClassVar[int]
     client: int
+    epoch: int
     after: int
-    def __init__(self, client: _Optional[int] = ..., after: _Optional[int] = ...) -> None: ...
+    def __init__(self, client: _Optional[int] = ..., epoch: _Optional[int] = ..., after: _Optional[int] = ...) -> None: ...
 
 class PollReply(_message.Message):
-    __slots__ = ("seq", "message", "finished")
+    __slots__ = ("epoch", "seq", "message", "finished")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
     seq: int
     message: ServerMessage
     finished: bool
-    def __init__(self, seq: _Optional[int] = ..., message: _Optional[_Union[ServerMessage, _Mapping]] = ..., finished: _Optional[bool] = ...) -> None: ...
+    def __init__(self, epoch: _Optional[int] = ..., seq: _Optional[int] = ..., message: _Optional[_Union[ServerMessage, _Mapping]] = ..., finished: _Optional[bool] = ...) -> None: ...
 
 class ModelRequest(_message.Message):
     __slots__ = ("client", "round")

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from secagg.errors import InvalidKey, ParameterError
+from secagg.primitives import x25519 as x25519_module
 from secagg.primitives.x25519 import (
     X25519KeyPair,
     x25519_keypair,
@@ -122,3 +123,17 @@ def test_keypair_repr_hides_private_key() -> None:
     assert pair.private.hex() not in text
     assert pair.private.hex()[:16] not in text
     assert pair.public.hex()[:16] in text
+
+
+def test_all_zero_secret_is_refused_even_if_the_backend_returns_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Defence in depth: pycryptodome already rejects low-order points, but if a
+    backend ever returned the all-zero secret, x25519_shared must still refuse it."""
+    monkeypatch.setattr(x25519_module, "key_agreement", lambda **_: bytes(32))
+    pair = x25519_keypair(DeterministicRandomSource(7))
+    peer = x25519_keypair(DeterministicRandomSource(8))
+    with pytest.raises(InvalidKey):
+        x25519_shared(pair.private, peer.public)
+    with pytest.raises(InvalidKey):
+        pair.exchange(peer.public)
