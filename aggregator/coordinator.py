@@ -328,8 +328,6 @@ class Coordinator:
             phase_seconds=dict(self._phase_seconds),
         )
         self.history.append(record)
-        with open(self.store.path.parent / "rounds.jsonl", "a", encoding="utf-8") as out:
-            out.write(json.dumps(record.__dict__) + "\n")
         self.machine = None
         self._waiting_since = self._clock()
         if result is not None:
@@ -343,6 +341,9 @@ class Coordinator:
         else:
             self.store.finish_attempt(self.epoch, "aborted")
             log.warning("round %d aborted: %s", self.round, machine.abort_reason)
+        # Only after the commit: a crash before it replays the round, never logs it twice.
+        with open(self.store.path.parent / "rounds.jsonl", "a", encoding="utf-8") as out:
+            out.write(json.dumps(record.__dict__) + "\n")
         if self.round >= self.settings.rounds:
             self.finished = True
 

@@ -233,7 +233,10 @@ class ClientMachine:
             raise _Abort("active profile needs a signing key and a roster")
         self._config = config
         if self._input is not None:
-            self._check_input(config)
+            try:
+                self._check_input(config)
+            except UnexpectedCall as exc:  # the input fits another config: not this round
+                raise _Abort(str(exc)) from None
         self._c = x25519_keypair(self._rng)
         self._s = x25519_keypair(self._rng)
         signature = b""

@@ -123,8 +123,10 @@ class ServerMachine:
         self.result: AggregateResult | None = None
         #: Clients excluded from the rest of the round, with the reason (audit log).
         self.excluded: dict[int, str] = {}
-        #: Clients caught sending bad unmasking shares (audit log).
+        #: Clients caught sending bad unmasking shares (audit log): confirmed by
+        #: ≥ t + 1 consistent other shares, or only suspected when fewer exist.
         self.culprits: dict[int, str] = {}
+        self.suspects: dict[int, str] = {}
         self._roster = dict(roster or {})
         self._graph: NeighbourGraph | None = None  # fixed by the session id, after round 0
         self._phases: dict[ServerPhase, _Phase] = {p: _Phase() for p in _EXPECTED}
@@ -438,21 +440,37 @@ class ServerMachine:
     def _recover(
         self, owner: int, got: list[tuple[int, bytes]], check: Callable[[int, bytes], bool]
     ) -> bytes:
+        """Leave one share out at a time until the rest rebuild the committed secret.
+
+        The secret is used whenever it passes ``check``. Its left-out holder is
+        only *named* when the other shares, at least t + 1 of them, all lie on
+        one polynomial: with fewer, two cancelling bad shares could frame an
+        honest holder, and the data cannot tell the cases apart.
+        """
         t = self.config.threshold
         for skip in range(len(got)):
             rest = got[:skip] + got[skip + 1 :]
             if len(rest) < t:
                 break
-            xs = [x for x, _ in rest[:t]]
-            stack = np.stack([shamir.share_from_bytes(s) for _, s in rest[:t]])[:, None, :]
+            xs = [x for x, _ in rest]
+            stack = np.stack([shamir.share_from_bytes(s) for _, s in rest])[:, None, :]
             try:
-                secret = shamir.reconstruct_with(shamir.lagrange_at_zero(xs), stack)[0]
+                secret = shamir.reconstruct_with(shamir.lagrange_at_zero(xs[:t]), stack[:t])[0]
             except InvalidShare:
                 continue
-            if check(owner, secret):
-                culprit = self.config.clients[got[skip][0] - 1]
-                self.culprits[culprit] = f"sent a bad share of client {owner}'s secret"
-                return secret
+            if not check(owner, secret):
+                continue
+            culprit = self.config.clients[got[skip][0] - 1]
+            note = f"sent a bad share of client {owner}'s secret"
+            try:
+                if len(rest) == t:
+                    raise InvalidShare("no spare share to confirm with")
+                shamir.reconstruct(xs, stack, t=t, verify_extra=True)
+            except InvalidShare:
+                self.suspects[culprit] = note  # usable secret, unconfirmed blame
+            else:
+                self.culprits[culprit] = note
+            return secret
         raise InvalidShare(f"shares of client {owner} do not rebuild its committed secret")
 
     def _unmask(self, answered: list[int]) -> AggregateResult:

@@ -27,22 +27,32 @@ class Cluster:
     aggregator: subprocess.Popen[str] | None = None
     port: int = 0
     clients: dict[int, subprocess.Popen[str]] = field(default_factory=dict)
+    _config: dict[str, object] = field(default_factory=dict)
+    _extra: list[str] = field(default_factory=list)
 
     def start_aggregator(
-        self, config: dict[str, object], *, extra: list[str] | None = None
+        self,
+        config: dict[str, object],
+        *,
+        extra: list[str] | None = None,
+        fault: str | None = None,
     ) -> None:
+        self._config, self._extra = dict(config), list(extra or [])
         lines = ["[aggregator]"]
         for key, value in config.items():
             lines.append(f"{key} = {json.dumps(value)}")
         path = self.workdir / "aggregator.toml"
         path.write_text("\n".join(lines) + "\n")
         cmd = [*SECAGG, "aggregator", "serve", "--config", str(path), "--exit-when-finished"]
+        env = _env()
+        if fault:
+            env["SECAGG_FAULT"] = fault
         self.aggregator = subprocess.Popen(
             cmd + (extra or []),
             stdout=subprocess.PIPE,
-            stderr=open(self.workdir / "aggregator.log", "w"),
+            stderr=open(self.workdir / "aggregator.log", "a"),
             text=True,
-            env=_env(),
+            env=env,
         )
         assert self.aggregator.stdout is not None
         line = self.aggregator.stdout.readline()
@@ -73,6 +83,13 @@ class Cluster:
             text=True,
             env=env,
         )
+
+    def restart_aggregator(self) -> None:
+        """Start the aggregator again on the same port and state (after it died)."""
+        assert self.aggregator is not None
+        self.aggregator.wait(timeout=30)
+        config = {**self._config, "listen": f"127.0.0.1:{self.port}"}
+        self.start_aggregator(config, extra=self._extra)
 
     def wait(self, timeout: float) -> int:
         assert self.aggregator is not None

@@ -94,3 +94,29 @@ def test_mtls_active_rounds_with_a_dropout_are_exact(cluster: Cluster, pki: Path
     # Client 5 delivered its masked input, so it is in the sum of round 0 although it died.
     assert rounds[0]["survivors"] == [1, 2, 3, 4, 5]
     assert rounds[1]["survivors"] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "after_receive_before_commit#4",
+        "after_commit_before_ack#5",
+        "after_commit_before_ack#11",
+        "mid_checkpoint_write#1",
+    ],
+)
+def test_aggregator_killed_at_a_fault_point_loses_nothing(cluster: Cluster, fault: str) -> None:
+    """T36 (subset) / T38: kill -9 at a named point, restart, every round still exact once."""
+    config = base_config(insecure=True, profile="semi-honest", phase_timeout_s=20.0)
+    cluster.start_aggregator(config, extra=["--clients", "3"], fault=fault)
+    for c in (1, 2, 3):
+        cluster.start_client(c, ["--insecure", "--exact-levels"])
+    assert cluster.aggregator is not None
+    assert cluster.aggregator.wait(timeout=60) == -9  # SIGKILL at the fault point
+    cluster.restart_aggregator()
+    assert cluster.wait(timeout=120) == 0
+    rounds = check_exact(cluster)
+    assert [r["round"] for r in rounds] == [0, 1]  # each round completed exactly once
+    checkpoints = sorted((cluster.workdir / "state" / "checkpoints").glob("*"))
+    assert [p.name for p in checkpoints] == ["model-000001.npy", "model-000002.npy"]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from protocol.client import ClientMachine
-from protocol.config import RoundConfig
+from protocol.config import Profile, RoundConfig
 from protocol.errors import ProtocolError
 from protocol.messages import (
     ClientMessage,
@@ -242,16 +242,26 @@ def small_config(
     *,
     dim: int = 8,
     threshold: int | None = None,
-    profile: str = "active",
-    **kwargs: object,
+    profile: Profile = "active",
+    degree: int | None = None,
+    levels: int = 1 << 16,
+    max_weight: int = 1,
+    modulus_bits: int | None = None,
+    round_: int = 0,
+    seed: bytes = b"",
 ) -> RoundConfig:
-    """A small valid config (t = ⌊2n/3⌋+1 unless given)."""
+    """A small valid config: :func:`protocol.simulation.make_config`'s safe defaults."""
     return make_config(
         clients=n,
         dim=dim,
         threshold=threshold,
-        profile=profile,  # type: ignore[arg-type]
-        **kwargs,  # type: ignore[arg-type]
+        degree=degree,
+        profile=profile,
+        levels=levels,
+        max_weight=max_weight,
+        modulus_bits=modulus_bits,
+        round_=round_,
+        seed=seed,
     )
 
 

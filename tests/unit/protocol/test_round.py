@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from protocol.client import ClientPhase
+from protocol.config import Profile
 from protocol.errors import WrongPhase
 from protocol.messages import KeyList, MaskedInput, ServerAbort, UnmaskShares
 from protocol.server import ServerPhase
@@ -57,7 +58,7 @@ def pick_droppers(
 
 @pytest.mark.parametrize("profile", ["active", "semi-honest"])
 @pytest.mark.parametrize("n", [2, 3, 7])
-def test_round_without_drops_is_exact(profile: str, n: int) -> None:
+def test_round_without_drops_is_exact(profile: Profile, n: int) -> None:
     h = Harness(small_config(n, dim=33, profile=profile), seed=n)
     h.run()
     h.assert_exact(h.config.clients)
@@ -185,13 +186,15 @@ def _oracle_strip_pairwise(
     acc = unpack(payload, config.vector_length, bits).astype(word_dtype(bits))
     pair = X25519KeyPair(s_sk)
     for v in peers:
-        seed = pairwise_seed(pair.exchange(s_public[v]), session_id=h.server.session_id, u=late, v=v)
+        seed = pairwise_seed(
+            pair.exchange(s_public[v]), session_id=h.server.session_id, u=late, v=v
+        )
         prg_accumulate(acc, seed, bits, subtract=pairwise_sign(late, v) > 0)
     return reduce_mod(acc, bits)
 
 
 @pytest.mark.parametrize("profile", ["active", "semi-honest"])
-def test_late_masked_input_is_refused_and_stays_masked(profile: str) -> None:
+def test_late_masked_input_is_refused_and_stays_masked(profile: Profile) -> None:
     config = small_config(5, dim=12, profile=profile)
     late = 3
     h = Harness(config, seed="t06")
@@ -221,9 +224,7 @@ def test_late_masked_input_is_refused_and_stays_masked(profile: str) -> None:
     h.assert_exact(others)
 
     # Everyone revealed late's mask key share, and nobody its self-mask share.
-    accepted = [
-        s.msg for s in h.up if s.phase is ServerPhase.UNMASK and s.error is None
-    ]
+    accepted = [s.msg for s in h.up if s.phase is ServerPhase.UNMASK and s.error is None]
     assert {m.client for m in accepted} == set(others)
     key_shares: list[tuple[int, bytes]] = []
     for msg in accepted:
@@ -231,9 +232,7 @@ def test_late_masked_input_is_refused_and_stays_masked(profile: str) -> None:
         self_owners, key_owners = owners(msg)
         assert late in key_owners
         assert late not in self_owners
-        key_shares.append(
-            (config.index_of(msg.client), dict(msg.key_shares)[late])
-        )
+        key_shares.append((config.index_of(msg.client), dict(msg.key_shares)[late]))
 
     # Oracle: the server rebuilds s_late and strips every pairwise mask from the late
     # payload; the self mask still hides the input ...

@@ -18,6 +18,7 @@ from functools import cache
 import pytest
 
 from protocol.client import TERMINAL, ClientPhase
+from protocol.config import Profile, RoundConfig
 from protocol.errors import RoundAborted, UnexpectedCall, WrongPhase
 from protocol.messages import (
     AdvertiseKeys,
@@ -39,7 +40,7 @@ from protocol.messages import (
 from protocol.server import ServerPhase
 from tests.unit.protocol.helpers import COLLECTING, Harness, Replies, small_config
 
-PROFILES = ("active", "semi-honest")
+PROFILES: tuple[Profile, ...] = ("active", "semi-honest")
 SERVER_TYPES: tuple[type, ...] = (
     RoundStart,
     KeyList,
@@ -61,14 +62,14 @@ SEED = "t07"
 ME = 1  # the client under test
 
 
-def _config(profile: str):  # type: ignore[no-untyped-def]
+def _config(profile: Profile) -> RoundConfig:
     return small_config(3, dim=4, profile=profile)
 
 
 # ---------------------------------------------------------------------- client table
 
 #: (profile, phase, message type) -> (next phase, reply types)
-DOCUMENTED: dict[tuple[str, ClientPhase, type], tuple[ClientPhase, tuple[type, ...]]] = {}
+DOCUMENTED: dict[tuple[Profile, ClientPhase, type], tuple[ClientPhase, tuple[type, ...]]] = {}
 for _p in PROFILES:
     DOCUMENTED[(_p, ClientPhase.AWAITING_CONFIG, RoundStart)] = (
         ClientPhase.AWAITING_KEYS,
@@ -97,7 +98,7 @@ DOCUMENTED[("semi-honest", ClientPhase.AWAITING_SHARES, ShareBundle)] = (
 )
 
 
-def _reachable(profile: str) -> list[ClientPhase]:
+def _reachable(profile: Profile) -> list[ClientPhase]:
     phases = list(ClientPhase)
     if profile == "semi-honest":
         phases.remove(ClientPhase.AWAITING_CONSISTENCY)
@@ -113,7 +114,7 @@ CLIENT_CELLS = [
 
 
 @cache
-def _server_catalog(profile: str) -> dict[type, ServerMessage]:
+def _server_catalog(profile: Profile) -> dict[type, ServerMessage]:
     """One real message of every server type, as sent to client ME in a full round."""
     h = Harness(_config(profile), seed=SEED)
     h.run()
@@ -125,7 +126,7 @@ def _server_catalog(profile: str) -> dict[type, ServerMessage]:
     return catalog
 
 
-def _client_at(profile: str, phase: ClientPhase) -> Harness:
+def _client_at(profile: Profile, phase: ClientPhase) -> Harness:
     """A round stepped until client ME is in ``phase`` (its next request, if any, pending)."""
     no_input = {ME} if phase is ClientPhase.AWAITING_INPUT else set()
     h = Harness(_config(profile), seed=SEED, without_input=no_input)
@@ -151,11 +152,15 @@ def test_every_client_phase_is_covered() -> None:
 
 
 @pytest.mark.parametrize(("profile", "phase", "kind"), CLIENT_CELLS)
-def test_client_transition(profile: str, phase: ClientPhase, kind: type) -> None:
+def test_client_transition(profile: Profile, phase: ClientPhase, kind: type) -> None:
     h = _client_at(profile, phase)
     me = h.clients[ME]
     pending = h.pending_for(ME)
-    msg = pending if isinstance(pending, kind) else _server_catalog(profile)[kind]
+    msg: ServerMessage = (
+        pending
+        if pending is not None and isinstance(pending, kind)
+        else _server_catalog(profile)[kind]
+    )
     reason_before = me.abort_reason
 
     replies = me.handle(msg)
@@ -290,14 +295,14 @@ def test_server_transition(phase: ServerPhase, kind: type) -> None:
     assert ME in server.waiting_for() or phase not in COLLECTING
 
     if phase is ServerPhase.ABORTED:
-        with pytest.raises(RoundAborted) as info:
+        with pytest.raises(RoundAborted) as aborted:
             server.receive(ME, msg)
-        assert info.value.status == "ABORTED"
+        assert aborted.value.status == "ABORTED"
         assert _snapshot(h) == before
     elif phase is ServerPhase.COMPLETED:
-        with pytest.raises(WrongPhase, match="completed") as info:
+        with pytest.raises(WrongPhase, match="completed") as completed:
             server.receive(ME, msg)
-        assert info.value.status == "FAILED_PRECONDITION"
+        assert completed.value.status == "FAILED_PRECONDITION"
         assert _snapshot(h) == before
     elif kind is ClientAbort:
         server.receive(ME, msg)
@@ -327,18 +332,17 @@ def test_server_cannot_advance_from_a_terminal_phase(phase: ServerPhase) -> None
     assert h.server.waiting_for() == set()
 
 
-def test_server_phases_follow_the_documented_order() -> None:
-    """active: advertise → share → masked → consistency → unmask → completed."""
-    for profile, order in (
-        ("active", list(COLLECTING)),
-        ("semi-honest", [p for p in COLLECTING if p is not ServerPhase.CONSISTENCY]),
-    ):
-        h = Harness(_config(profile), seed=SEED)
-        seen = []
-        while h.server.phase in COLLECTING:
-            seen.append(h.server.phase)
-            h.deliver_up(h.deliver_down())
-            assert h.server.ready_to_advance()
-            h.advance()
-        assert seen == order
-        assert h.server.phase is ServerPhase.COMPLETED
+@pytest.mark.parametrize("profile", PROFILES)
+def test_server_phases_follow_the_documented_order(profile: Profile) -> None:
+    """advertise → share → masked → (consistency, active only) → unmask → completed."""
+    order = [p for p in COLLECTING if profile == "active" or p is not ServerPhase.CONSISTENCY]
+    h = Harness(_config(profile), seed=SEED)
+    seen = []
+    while h.server.phase in COLLECTING:
+        seen.append(h.server.phase)
+        assert not h.server.ready_to_advance()
+        h.deliver_up(h.deliver_down())
+        assert h.server.ready_to_advance()
+        h.advance()
+    assert seen == order
+    assert h.server.phase is ServerPhase.COMPLETED
