@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import grpc
 import numpy as np
 
 from clients.training.synthetic import LocalUpdate
@@ -22,6 +23,7 @@ from protocol.client import ClientMachine, ClientPhase
 from protocol.config import ClientPolicy
 from protocol.faults import fault_point
 from protocol.messages import RoundStart
+from secagg.errors import SecAggError
 from secagg.primitives.signing import SigningKey
 from secagg.rng import RandomSource, SystemRandomSource
 from secagg_pb import codec
@@ -93,13 +95,23 @@ class Daemon:
     def _handle(self, msg: object) -> None:
         if isinstance(msg, RoundStart):
             self._close_round()
-            self._start_round(msg)
+            try:
+                self._start_round(msg)
+            except SecAggError as exc:  # e.g. a model that does not fit the config
+                self._abandon(f"cannot join: {exc}")
+                return
         machine = self._machine
         if machine is None:
             return
         for out in machine.handle(msg):  # type: ignore[arg-type]
             fault_point(f"before_send_{type(out).__name__}", self._round)
-            self.transport.send(out)
+            try:
+                self.transport.send(out)
+            except grpc.RpcError as exc:
+                # Final refusals (after retries): e.g. ALREADY_EXISTS when this daemon
+                # restarted mid-session with new keys. Never re-mask: leave the session.
+                self._abandon(f"{exc.code()}: {exc.details()}")
+                return
         if machine.phase is ClientPhase.COMPLETED:
             self.stats.rounds_completed.append(self._round)
             log.info("client %d: round %d completed", self.client_id, self._round)
@@ -133,4 +145,9 @@ class Daemon:
         self._machine = machine
 
     def _close_round(self) -> None:
+        self._machine = None
+
+    def _abandon(self, reason: str) -> None:
+        self.stats.rounds_aborted.append((self._round, reason))
+        log.warning("client %d: leaving round %d: %s", self.client_id, self._round, reason)
         self._machine = None

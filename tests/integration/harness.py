@@ -79,7 +79,7 @@ class Cluster:
         self.clients[client] = subprocess.Popen(
             cmd + args,
             stdout=subprocess.PIPE,
-            stderr=open(self.workdir / f"client-{client}.log", "w"),
+            stderr=open(self.workdir / f"client-{client}.log", "a"),
             text=True,
             env=env,
         )
@@ -90,6 +90,11 @@ class Cluster:
         self.aggregator.wait(timeout=30)
         config = {**self._config, "listen": f"127.0.0.1:{self.port}"}
         self.start_aggregator(config, extra=self._extra)
+
+    def restart_client(self, client: int, args: list[str], *, timeout: float = 60) -> None:
+        """Wait for a client to die (at its fault point), then start it again."""
+        self.clients[client].wait(timeout=timeout)
+        self.start_client(client, args)
 
     def wait(self, timeout: float) -> int:
         assert self.aggregator is not None

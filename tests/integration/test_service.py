@@ -120,3 +120,23 @@ def test_aggregator_killed_at_a_fault_point_loses_nothing(cluster: Cluster, faul
     assert [r["round"] for r in rounds] == [0, 1]  # each round completed exactly once
     checkpoints = sorted((cluster.workdir / "state" / "checkpoints").glob("*"))
     assert [p.name for p in checkpoints] == ["model-000001.npy", "model-000002.npy"]
+
+
+def test_t39_restarted_client_never_sends_a_different_masked_input(cluster: Cluster) -> None:
+    """kill -9 after the masked input; the restarted daemon has new keys, is refused
+    (ALREADY_EXISTS) for the old session, leaves it, and joins the next round."""
+    cluster.start_aggregator(
+        base_config(insecure=True, profile="semi-honest"), extra=["--clients", "5"]
+    )
+    args = ["--insecure", "--exact-levels"]
+    for c in (1, 2, 3, 4):
+        cluster.start_client(c, args)
+    cluster.start_client(5, args, fault="before_send_UnmaskShares@0")
+    cluster.restart_client(5, args)
+    assert cluster.wait(timeout=120) == 0
+    rounds = check_exact(cluster)
+    assert [r["round"] for r in rounds] == [0, 1]
+    assert 5 in rounds[0]["survivors"]  # its first (and only) masked input was summed once
+    assert rounds[1]["survivors"] == [1, 2, 3, 4, 5]
+    log = (cluster.workdir / "client-5.log").read_text()
+    assert "ALREADY_EXISTS" in log or "no round" in log or "leaving round 0" in log
