@@ -35,6 +35,7 @@ from protocol.config import RoundConfig, default_colluders, minimum_threshold
 from protocol.errors import ProtocolError, UnknownClient, WrongPhase
 from protocol.faults import fault_point
 from protocol.messages import ClientMessage, ServerMessage
+from protocol.plain import PlainServer
 from protocol.server import ServerMachine, ServerPhase
 from protocol.simulation import make_config
 from secagg.rng import RandomSource, SystemRandomSource
@@ -64,6 +65,8 @@ class RoundRecord:
     weight_sum: int | None
     total_sha256: str | None
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    wall_s: float = 0.0
+    bytes_received: int = 0
 
 
 class Coordinator:
@@ -87,7 +90,7 @@ class Coordinator:
         self.model = np.zeros(settings.dim, dtype=np.float32)
         self.round = 0
         self.epoch = 0
-        self.machine: ServerMachine | None = None
+        self.machine: ServerMachine | PlainServer | None = None
         self.finished = False
         self.history: list[RoundRecord] = []
         self._outbox: dict[int, list[ServerMessage]] = {}
@@ -95,6 +98,8 @@ class Coordinator:
         self._deadline = 0.0
         self._phase_started = 0.0
         self._phase_seconds: dict[str, float] = {}
+        self._round_started = 0.0
+        self._bytes_in = 0
         self._waiting_since = clock()
 
     # ------------------------------------------------------------------ recovery
@@ -122,9 +127,15 @@ class Coordinator:
                 raise StoreError(f"stored config of epoch {attempt.epoch} is unreadable") from exc
             self._replay(attempt.epoch, config)
 
+    def _machine_for(self, config: RoundConfig) -> ServerMachine | PlainServer:
+        if config.profile == "plain":
+            return PlainServer(config)
+        roster = {c: self.roster[c] for c in config.clients} if config.profile == "active" else {}
+        return ServerMachine(config, roster=roster)
+
     def _replay(self, epoch: int, config: RoundConfig) -> None:
         self.epoch = epoch
-        machine = ServerMachine(config, roster=self._roster_for(config))
+        machine = self._machine_for(config)
         self.machine = machine
         self._outbox = {c: [] for c in config.clients}
         self._send(machine.start())
@@ -182,6 +193,7 @@ class Coordinator:
                 fault_point("after_receive_before_commit")
                 if machine.accepted_count() > accepted:  # new, not an identical retry
                     body = codec.client_to_proto(msg).SerializeToString()
+                    self._bytes_in += len(body)
                     self.store.log(
                         self.epoch, "message", at=self._clock(), client=client, body=body
                     )
@@ -251,16 +263,14 @@ class Coordinator:
         self.store.begin_attempt(
             self.epoch, self.round, codec.config_to_proto(config).SerializeToString(), now
         )
-        self.machine = ServerMachine(config, roster=self._roster_for(config))
+        self.machine = self._machine_for(config)
         self._outbox = {c: [] for c in config.clients}
         self._phase_seconds = {}
-        self._phase_started = now
+        self._phase_started = self._round_started = now
+        self._bytes_in = 0
         self._deadline = now + self.settings.phase_timeout_s
         log.info("round %d (epoch %d) starts with %d clients", self.round, self.epoch, len(present))
         self._send(self.machine.start())
-
-    def _roster_for(self, config: RoundConfig) -> dict[int, bytes]:
-        return {c: self.roster[c] for c in config.clients} if config.profile == "active" else {}
 
     def _config(self, cohort: tuple[int, ...]) -> RoundConfig:
         s = self.settings
@@ -322,10 +332,12 @@ class Coordinator:
             excluded=dict(machine.excluded),
             abort_reason=machine.abort_reason,
             weight_sum=result.weight_sum if result else None,
-            total_sha256=hashlib.sha256(result.total.astype("<u8").tobytes()).hexdigest()
+            total_sha256=hashlib.sha256(np.ascontiguousarray(result.total).tobytes()).hexdigest()
             if result
             else None,
             phase_seconds=dict(self._phase_seconds),
+            wall_s=self._clock() - self._round_started,
+            bytes_received=self._bytes_in,
         )
         self.history.append(record)
         self.machine = None

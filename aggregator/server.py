@@ -73,8 +73,9 @@ class AggregatorServer:
             maximum_concurrent_rpcs=settings.max_workers * 2,
         )
         max_payload = (settings.dim + 1) * 8 + 1024
+        self.servicer = AggregatorServicer(self.coordinator, identify, max_payload=max_payload)
         pb_grpc.add_AggregatorServicer_to_server(  # type: ignore[no-untyped-call]
-            AggregatorServicer(self.coordinator, identify, max_payload=max_payload), self.server
+            self.servicer, self.server
         )
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -100,12 +101,13 @@ class AggregatorServer:
             self._stop.wait(0.05)
 
     def start(self) -> None:
-        """Serve; health stays NOT_SERVING until the stored state is replayed and verified."""
+        """Serve; NOT_SERVING, and UNAVAILABLE to every RPC, until the state is replayed."""
         for name in (SERVICE, ""):
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.server.start()
         fault_point("during_recovery")
         self.coordinator.recover()
+        self.servicer.ready.set()
         self._driver.start()
         for name in (SERVICE, ""):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -52,8 +53,12 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
         self.coordinator = coordinator
         self.identify = identify
         self.max_payload = max_payload
+        #: Set once the stored state is replayed; until then every call gets UNAVAILABLE.
+        self.ready = threading.Event()
 
     def _guard(self, context: grpc.ServicerContext, call: Callable[[], T]) -> T:
+        if not self.ready.is_set():  # recovering: come back later (§4.2), not a final refusal
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the aggregator is recovering its state")
         try:
             return call()
         except SecAggError as exc:

@@ -23,6 +23,7 @@ from protocol.client import ClientMachine, ClientPhase
 from protocol.config import ClientPolicy
 from protocol.faults import fault_point
 from protocol.messages import RoundStart
+from protocol.plain import PlainClient
 from secagg.errors import SecAggError
 from secagg.primitives.signing import SigningKey
 from secagg.rng import RandomSource, SystemRandomSource
@@ -71,7 +72,7 @@ class Daemon:
         self.poll_timeout = poll_timeout
         self.max_rounds = max_rounds
         self.stats = DaemonStats()
-        self._machine: ClientMachine | None = None
+        self._machine: ClientMachine | PlainClient | None = None
         self._round = -1
 
     def run(self) -> DaemonStats:
@@ -126,13 +127,17 @@ class Daemon:
     def _start_round(self, msg: RoundStart) -> None:
         config = msg.config
         self._round = config.round
-        machine = ClientMachine(
-            self.client_id,
-            rng=self.rng,
-            signing_key=self.signing_key,
-            roster=self.roster,
-            policy=self.policy,
-        )
+        machine: ClientMachine | PlainClient
+        if config.profile == "plain":
+            machine = PlainClient(self.client_id, policy=self.policy)
+        else:
+            machine = ClientMachine(
+                self.client_id,
+                rng=self.rng,
+                signing_key=self.signing_key,
+                roster=self.roster,
+                policy=self.policy,
+            )
         raw = self.transport.model(config.round)
         model = np.frombuffer(raw, dtype="<f4")
         update = self.trainer(model.copy(), config.round)

@@ -29,7 +29,10 @@ def run_client(settings: ClientSettings) -> DaemonStats:
         if not settings.insecure:
             credentials = client_credentials(pki, settings.id)
     channel = open_channel(settings.aggregator, credentials)
-    policy = ClientPolicy(colluders=None if settings.colluders < 0 else settings.colluders)
+    policy = ClientPolicy(
+        colluders=None if settings.colluders < 0 else settings.colluders,
+        allow_plain=settings.allow_plain,
+    )
     daemon = Daemon(
         settings.id,
         Transport(channel, settings.id),

@@ -23,6 +23,7 @@ class ClientSettings:
     weight: int = 1
     poll_timeout_s: float = 30.0
     colluders: int = -1  # -1: the default policy (fewer than a third of the cohort)
+    allow_plain: bool = False  # plain rounds send the update in the clear (benchmarks only)
 
     def __post_init__(self) -> None:
         if self.id < 1:

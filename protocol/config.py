@@ -17,8 +17,9 @@ from secagg.errors import ParameterError
 from secagg.quantization import Quantizer, check_no_wrap
 
 PROTOCOL_VERSION = 1
-Profile = Literal["active", "semi-honest"]
-PROFILES: tuple[Profile, ...] = ("active", "semi-honest")
+#: ``plain`` sends updates in the clear: the benchmark baseline, refused by default.
+Profile = Literal["active", "semi-honest", "plain"]
+PROFILES: tuple[Profile, ...] = ("active", "semi-honest", "plain")
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,10 +154,13 @@ class ClientPolicy:
     colluders: int | None = None
     min_cohort: int = 2
     min_honest: int = MIN_HONEST
+    allow_plain: bool = False
 
     def check(self, config: RoundConfig) -> str | None:
         """Return why ``config`` is unacceptable, or None."""
         n = config.n
+        if config.profile == "plain":
+            return None if self.allow_plain else "plain rounds send updates in the clear"
         if n < self.min_cohort:
             return f"cohort of {n} is below the minimum {self.min_cohort}"
         sparse = config.degree is not None and config.degree < n - 1

@@ -109,6 +109,8 @@ def _profile(name: str) -> Profile:
             return "active"
         case "semi-honest":
             return "semi-honest"
+        case "plain":
+            return "plain"
         case _:
             raise InvalidMessage(f"invalid RoundConfig: profile {name!r} is not one of {PROFILES}")
 
