@@ -264,6 +264,107 @@ def _pki_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiment(args: argparse.Namespace) -> int:
+    from aggregator.experiment import ExperimentConfig, run_experiment
+
+    size = (
+        tuple(int(v) for v in args.image_size.split("x"))
+        if "x" in args.image_size
+        else (
+            int(args.image_size),
+            int(args.image_size),
+        )
+    )
+    cfg = ExperimentConfig(
+        algorithm=args.algorithm,
+        mode=args.mode,
+        data=args.data,
+        clients=args.clients,
+        rounds=args.rounds,
+        local_epochs=args.local_epochs,
+        backbone=args.backbone,
+        image_size=(size[0], size[1]),
+        test_identities=args.test_identities,
+        lr=args.lr,
+        device=args.device,
+        seed=args.seed,
+        out=args.out,
+    )
+    quiet = args.json
+    result = run_experiment(cfg, progress=(lambda _: None) if quiet else print)
+    if args.json:
+        _print_json(result)
+    else:
+        final = result["final"]
+        accuracy = f"{final['accuracy_mean']:.3f}±{final['accuracy_std']:.3f}"
+        print(f"final verification accuracy {accuracy}; report {cfg.out}/report.json")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    """Face verification of a saved backbone (``secagg eval``)."""
+    from clients.training.evaluate import evaluate_checkpoint
+
+    if args.data is not None and (args.pairs is not None or args.images is not None):
+        raise ParameterError("give either --data or --pairs with --images, not both")
+    if args.data is None and (args.pairs is None or args.images is None):
+        raise ParameterError("give --data SPEC, or --pairs PAIRS together with --images DIR")
+    try:
+        result = evaluate_checkpoint(
+            args.checkpoint,
+            data=args.data,
+            pairs=args.pairs,
+            images=args.images,
+            device=args.device,
+            folds=args.folds,
+            seed=args.seed,
+            max_impostor=args.max_impostor,
+            batch_size=args.batch_size,
+            flip=not args.no_flip,
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise ParameterError(f"eval: {exc}") from exc
+    summary = result.to_json()
+    if args.json:
+        _print_json(summary)
+        return 0
+    print(
+        f"{summary['pairs']} pairs ({summary['genuine']} genuine, {summary['impostor']} "
+        f"impostor), {summary['folds']} folds"
+    )
+    print(f"accuracy      {summary['accuracy_mean']:.4f} ± {summary['accuracy_std']:.4f}")
+    for key, tar in summary["tar_at_far"].items():
+        note = "" if summary["far_resolved"][key] else "  (too few impostors: TAR at FAR 0)"
+        print(
+            f"TAR@FAR={key:5s} {tar:.4f}  (achieved FAR {summary['far_achieved'][key]:.2e}){note}"
+        )
+    return 0
+
+
+def _bench_round(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from aggregator import bench_round
+
+    result = bench_round.run(
+        clients=args.clients,
+        dim=args.dim,
+        modes=args.mode or ["plain", "secagg+"],
+        rounds=args.rounds,
+        out=Path(args.out),
+    )
+    if args.json:
+        _print_json(result)
+    else:
+        for row in result["modes"]:
+            ratio = f"  {row['vs_plain']:.2f}x plain" if "vs_plain" in row else ""
+            print(
+                f"{row['mode']:8s} median round {row['round_wall_s_median']:7.2f} s  "
+                f"up/client {row['bytes_up_per_client'] / 1e6:7.2f} MB{ratio}"
+            )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (kept separate so tests can inspect it)."""
     parser = argparse.ArgumentParser(prog="secagg", description=__doc__.splitlines()[0])
@@ -317,6 +418,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--exact-levels", action="store_true", help="synthetic integer inputs")
     run.set_defaults(func=_client_run)
 
+    exp = sub.add_parser("experiment", help="a federated face-recognition run in one process")
+    exp.add_argument("--algorithm", default="fedavg", help="fedavg (others to come)")
+    exp.add_argument("--mode", choices=("plain", "secagg", "secagg+"), default="secagg")
+    exp.add_argument("--data", default="synthetic", help="synthetic[:IDS:IMGS], a folder or .npz")
+    exp.add_argument("--clients", type=int, default=4)
+    exp.add_argument("--rounds", type=int, default=5)
+    exp.add_argument("--local-epochs", type=int, default=1)
+    exp.add_argument("--backbone", default="small-cnn")
+    exp.add_argument("--image-size", default="32", help="N or HxW")
+    exp.add_argument("--test-identities", type=int, default=10)
+    exp.add_argument("--lr", type=float, default=0.05)
+    exp.add_argument("--device", default="auto")
+    exp.add_argument("--seed", type=int, default=0)
+    exp.add_argument("--out", default="runs/experiment")
+    exp.add_argument("--json", action="store_true")
+    exp.set_defaults(func=_experiment)
+
     demo = sub.add_parser("demo", help="end-to-end demo (see README)")
     demo.add_argument("--clients", type=int, default=4)
     demo.add_argument("--rounds", type=int, default=5)
@@ -327,6 +445,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=_demo)
+
+    rnd = bench_sub.add_parser("round", help="full rounds over gRPC with N daemon processes")
+    rnd.add_argument("--clients", type=int, required=True)
+    rnd.add_argument("--dim", type=int, required=True)
+    rnd.add_argument(
+        "--mode",
+        action="append",
+        choices=("plain", "secagg", "secagg+", "ckks"),
+        help="repeatable; default plain and secagg+",
+    )
+    rnd.add_argument("--rounds", type=int, default=3)
+    rnd.add_argument("--out", default="runs/bench-round")
+    rnd.add_argument("--json", action="store_true")
+    rnd.set_defaults(func=_bench_round)
 
     sim = sub.add_parser("simulate", help="run N clients and the server in memory")
     sim.add_argument("--clients", type=int, default=10)
@@ -360,6 +492,19 @@ def build_parser() -> argparse.ArgumentParser:
     pki_init.add_argument("--force", action="store_true", help="replace an existing PKI dir")
     pki_init.add_argument("--json", action="store_true", help="print the paths as JSON")
     pki_init.set_defaults(func=_pki_init)
+    ev = sub.add_parser("eval", help="face verification of a saved backbone checkpoint")
+    ev.add_argument("--checkpoint", required=True, help="backbone checkpoint (torch.save'd dict)")
+    ev.add_argument("--data", help="dataset spec (folder, .npz, orl, synthetic:I:N): all pairs")
+    ev.add_argument("--pairs", help="LFW-style pairs.txt (with --images)")
+    ev.add_argument("--images", help="identity folder the pairs refer to")
+    ev.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0, ...")
+    ev.add_argument("--folds", type=int, default=10, help="folds when the pairs have none")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--max-impostor", type=int, default=None, help="cap impostor pairs (--data)")
+    ev.add_argument("--batch-size", type=int, default=256)
+    ev.add_argument("--no-flip", action="store_true", help="embed without the flipped image")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.set_defaults(func=_eval)
     return parser
 
 

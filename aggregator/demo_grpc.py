@@ -11,10 +11,6 @@ bound. Everything lands in ``runs/<id>/``.
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from aggregator.pki import init_pki
+from aggregator.cluster import LocalCluster
 from clients.training.synthetic import SyntheticTrainer
 from protocol.config import minimum_threshold
-from secagg.quantization import Quantizer
-
-CLI = [sys.executable, "-m", "aggregator.cli"]
+from secagg.quantization import Quantizer, required_modulus_bits
 
 
 @dataclass(frozen=True)
@@ -40,22 +34,6 @@ class DemoOptions:
     kill: bool = True
     out: Path = Path("runs")
     phase_timeout_s: float = 8.0
-
-
-def _env(fault: str | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("SECAGG_FAULT", None)
-    if fault:
-        env["SECAGG_FAULT"] = fault
-    return env
-
-
-def _toml(section: str, values: dict[str, Any]) -> str:
-    return (
-        "\n".join([f"[{section}]", *(f"{k} = {json.dumps(v)}" for k, v in values.items())]) + "\n"
-    )
 
 
 def plaintext_fedavg(
@@ -73,20 +51,14 @@ def plaintext_fedavg(
 def run(options: DemoOptions, *, progress: Any = print) -> dict[str, Any]:
     """Run the demo; returns the report (also written to runs/<id>/report.json)."""
     run_dir = options.out / time.strftime("%Y%m%d-%H%M%S")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    pki = run_dir / "pki"
-    init_pki(pki, clients=options.clients, server_names=["localhost", "127.0.0.1"], days=1)
     # The client policy's safe minimum with no colluding client assumed (n_C = 0):
     # t = 3 for 4 clients, so one may drop. Kill one only when the round survives it.
     threshold = minimum_threshold(options.clients, profile="active", colluders=0)
     kill = options.kill and options.clients > threshold
-    (run_dir / "aggregator.toml").write_text(
-        _toml(
-            "aggregator",
+    started = time.monotonic()
+    with LocalCluster(run_dir, options.clients) as cluster:
+        cluster.start(
             {
-                "listen": "127.0.0.1:0",
-                "pki_dir": "pki",
-                "state_dir": "state",
                 "rounds": options.rounds,
                 "dim": options.dim,
                 "profile": "active",
@@ -95,62 +67,14 @@ def run(options: DemoOptions, *, progress: Any = print) -> dict[str, Any]:
                 "start_timeout_s": 3.0,
                 "poll_wait_s": 1.0,
             },
+            {"colluders": 0},
+            faults={options.clients: "before_send_MaskedInput@1"} if kill else None,
         )
-    )
-    started = time.monotonic()
-    logs = run_dir / "logs"
-    logs.mkdir(exist_ok=True)
-    aggregator = subprocess.Popen(
-        [
-            *CLI,
-            "aggregator",
-            "serve",
-            "--config",
-            str(run_dir / "aggregator.toml"),
-            "--exit-when-finished",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=open(logs / "aggregator.log", "w"),
-        text=True,
-        env=_env(),
-    )
-    procs: list[subprocess.Popen[str]] = [aggregator]
-    try:
-        assert aggregator.stdout is not None
-        match = re.search(r"port (\d+)", aggregator.stdout.readline())
-        if not match:
-            raise RuntimeError(f"the aggregator did not start; see {logs / 'aggregator.log'}")
-        port = int(match.group(1))
-        progress(f"aggregator on 127.0.0.1:{port} (mTLS, active profile, t={threshold})")
-        for c in range(1, options.clients + 1):
-            config = run_dir / f"client-{c}.toml"
-            config.write_text(
-                _toml(
-                    "client",
-                    {"id": c, "aggregator": f"127.0.0.1:{port}", "pki_dir": "pki", "colluders": 0},
-                )
-            )
-            victim = kill and c == options.clients
-            fault = "before_send_MaskedInput@1" if victim else None
-            procs.append(
-                subprocess.Popen(
-                    [*CLI, "client", "run", "--config", str(config)],
-                    stdout=subprocess.DEVNULL,
-                    stderr=open(logs / f"client-{c}.log", "w"),
-                    text=True,
-                    env=_env(fault),
-                )
-            )
+        progress(f"aggregator on 127.0.0.1:{cluster.port} (mTLS, active profile, t={threshold})")
         if kill:
             progress(f"client {options.clients} will be killed before its masked input in round 1")
-        rounds = _follow(run_dir / "state" / "rounds.jsonl", aggregator, options, progress)
-        code = aggregator.wait(timeout=60)
-        if code != 0:
-            raise RuntimeError(f"aggregator exited with {code}; see {logs}")
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
+        rounds = cluster.follow(options.rounds, lambda record: progress(_describe(record)))
+        cluster.wait()
     wall = time.monotonic() - started
     completed = [r for r in rounds if r["completed"]]
     model = np.load(sorted((run_dir / "state" / "checkpoints").glob("model-*.npy"))[-1])
@@ -178,27 +102,14 @@ def run(options: DemoOptions, *, progress: Any = print) -> dict[str, Any]:
 
 
 def _bits(clients: int) -> int:
-    from secagg.quantization import required_modulus_bits
-
     return required_modulus_bits(clients, 1 << 16, 1)
 
 
-def _follow(
-    path: Path, aggregator: subprocess.Popen[str], options: DemoOptions, progress: Any
-) -> list[dict[str, Any]]:
-    seen: list[dict[str, Any]] = []
-    while True:
-        lines = path.read_text().splitlines() if path.exists() else []
-        for line in lines[len(seen) :]:
-            record = json.loads(line)
-            seen.append(record)
-            dropped = sorted(set(record["cohort"]) - set(record["survivors"]))
-            phases = " ".join(f"{k}={v:.2f}s" for k, v in record["phase_seconds"].items())
-            status = "completed" if record["completed"] else f"aborted ({record['abort_reason']})"
-            progress(
-                f"round {record['round']}: {status}; survivors {record['survivors']}; "
-                f"dropped {dropped or '-'}; {phases}"
-            )
-        if sum(r["completed"] for r in seen) >= options.rounds or aggregator.poll() is not None:
-            return seen
-        time.sleep(0.2)
+def _describe(record: dict[str, Any]) -> str:
+    dropped = sorted(set(record["cohort"]) - set(record["survivors"]))
+    phases = " ".join(f"{k}={v:.2f}s" for k, v in record["phase_seconds"].items())
+    status = "completed" if record["completed"] else f"aborted ({record['abort_reason']})"
+    return (
+        f"round {record['round']}: {status}; survivors {record['survivors']}; "
+        f"dropped {dropped or '-'}; {phases}"
+    )
