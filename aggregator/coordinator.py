@@ -100,6 +100,7 @@ class Coordinator:
         self._phase_seconds: dict[str, float] = {}
         self._round_started = 0.0
         self._bytes_in = 0
+        self._retry_at = 0.0
         self._waiting_since = clock()
 
     # ------------------------------------------------------------------ recovery
@@ -253,6 +254,8 @@ class Coordinator:
         return sorted(c for c, t in self._last_seen.items() if now - t <= horizon)
 
     def _maybe_start(self, now: float) -> None:
+        if self._retry_at > now:
+            return
         present = self._present(now)
         wanted = self.settings.min_clients or len(self.roster)
         timed_out = now - self._waiting_since >= self.settings.start_timeout_s
@@ -351,6 +354,7 @@ class Coordinator:
             self.store.finish_attempt(self.epoch, "completed")
             log.info("round %d completed with %d survivors", record.round, len(result.survivors))
         else:
+            self._retry_at = self._clock() + self.settings.retry_delay_s
             self.store.finish_attempt(self.epoch, "aborted")
             log.warning("round %d aborted: %s", self.round, machine.abort_reason)
         # Only after the commit: a crash before it replays the round, never logs it twice.

@@ -31,6 +31,7 @@ class AggregatorSettings:
     learning_rate: float = 1.0
     phase_timeout_s: float = 30.0
     start_timeout_s: float = 60.0
+    retry_delay_s: float = 2.0  # after an aborted attempt, before the next one
     poll_wait_s: float = 5.0
     max_workers: int = 64
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"  # FULL: survive power loss too
