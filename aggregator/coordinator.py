@@ -203,6 +203,8 @@ class Coordinator:
                     self.store.log(
                         self.epoch, "exclude", at=self._clock(), client=client, note=note
                     )
+                if machine.ready_to_advance():  # the last answer closes the phase at once
+                    self._advance(self._clock())
                 self._cond.notify_all()
 
     def poll(
