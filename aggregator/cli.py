@@ -428,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--backbone", default="small-cnn")
     exp.add_argument("--image-size", default="32", help="N or HxW")
     exp.add_argument("--test-identities", type=int, default=10)
-    exp.add_argument("--lr", type=float, default=0.05)
+    exp.add_argument("--lr", type=float, default=0.02)
     exp.add_argument("--device", default="auto")
     exp.add_argument("--seed", type=int, default=0)
     exp.add_argument("--out", default="runs/experiment")
