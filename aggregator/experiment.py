@@ -25,8 +25,9 @@ import torch
 
 from clients.training.data import FaceDataset, all_pairs, load_dataset, partition_identities
 from clients.training.evaluate import embed, save_checkpoint, verification
+from clients.training.fedface import second_moment, spreadout_steps
 from clients.training.flatten import flatten, spec_of, unflatten_into
-from clients.training.heads import init_head_from_features, margin_head
+from clients.training.heads import fedface_positive_loss, init_head_from_features, margin_head
 from clients.training.models import build_backbone
 from clients.training.train import TrainConfig, mean_features, resolve_device, train_local
 from protocol.simulation import make_config, simulate
@@ -34,7 +35,7 @@ from secagg.errors import ParameterError
 
 Mode = Literal["plain", "secagg", "secagg+"]
 MODES: tuple[Mode, ...] = ("plain", "secagg", "secagg+")
-ALGORITHMS = ("fedavg",)
+ALGORITHMS = ("fedavg", "fedface")
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,13 @@ class RoundReport:
     parity_bound: float | None = None
     plain_step_accuracy: float | None = None  # θ + the plaintext mean of the same updates
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _rows(head: torch.nn.Module) -> torch.Tensor:
+    """A margin head's class embeddings (classes, d)."""
+    weight = head.weight
+    assert isinstance(weight, torch.Tensor)
+    return weight
 
 
 def split_for_verification(
@@ -145,6 +153,8 @@ def run_experiment(
         f"{test.identities} held-out identities, {spec.size} shared parameters, device {device}"
     )
     reports: list[RoundReport] = []
+    fedface = cfg.algorithm == "fedface"
+    dim_s = cfg.embedding_dim**2 if fedface else 0  # FedFace: S_k rides in the masked vector
     for r in range(cfg.rounds):
         updates: dict[int, np.ndarray] = {}
         losses = []
@@ -161,19 +171,34 @@ def run_experiment(
                 lr=cfg.lr,
                 seed=cfg.seed * 1000 + r * 100 + k,
             )
-            trained = train_local(backbone, heads[k], shard, local, device=device)
+            objective = None
+            if fedface:  # positive-only loss against the client's fixed class embeddings
+                rows = _rows(heads[k]).detach()
+
+                def objective(
+                    emb: torch.Tensor, y: torch.Tensor, w: torch.Tensor = rows
+                ) -> torch.Tensor:
+                    return fedface_positive_loss(emb, y, w)
+
+            trained = train_local(
+                backbone, heads[k], shard, local, device=device, objective=objective
+            )
             losses.append(trained.loss)
-            updates[k] = np.clip(flatten(backbone, spec) - theta, -cfg.clip, cfg.clip)
+            delta = np.clip(flatten(backbone, spec) - theta, -cfg.clip, cfg.clip)
+            if fedface:  # S_k / n_k: |entries| ≤ |C_k| / n_k ≤ 1, and weight n_k restores S_k
+                moment = second_moment(_rows(heads[k])).cpu().numpy().reshape(-1)
+                delta = np.concatenate([delta, moment / weights[k]])
+            updates[k] = delta
         train_s = time.perf_counter() - start
         total_w = sum(weights.values())
-        plain_mean = sum(weights[k] * updates[k] for k in updates) / total_w
+        plain_mean = np.asarray(sum(weights[k] * updates[k] for k in updates) / total_w)
         crypto_s, up, parity, bound = 0.0, 4.0 * spec.size, None, None
         if cfg.mode == "plain":
             mean = plain_mean
         else:
             config = make_config(
                 clients=cfg.clients,
-                dim=spec.size,
+                dim=spec.size + dim_s,
                 degree=None if cfg.mode == "secagg" else max(2, (cfg.clients - 1) // 2 * 2),
                 clip=cfg.clip,
                 levels=cfg.levels,
@@ -192,8 +217,20 @@ def run_experiment(
             bound = config.quantizer.step  # Σ w·err / Σ w with |err| < one level per client
         shadow = None
         if cfg.mode != "plain":  # the same step in the clear: accuracy parity, round by round
-            unflatten_into(backbone, spec, theta + plain_mean)
+            unflatten_into(backbone, spec, theta + plain_mean[: spec.size])
             shadow = float(evaluate(backbone, test, pairs, device)["accuracy_mean"])
+        if fedface:  # S = Σ S_k goes back to the clients; each spreads its own rows out
+            moment_sum = (
+                torch.from_numpy(mean[spec.size :] * total_w)
+                .float()
+                .reshape(cfg.embedding_dim, cfg.embedding_dim)
+            )
+            for head in heads.values():
+                rows = _rows(head)
+                new_rows = spreadout_steps(rows.detach().cpu(), moment_sum)
+                with torch.no_grad():
+                    rows.copy_(new_rows.to(rows.device))
+            mean, plain_mean = mean[: spec.size], plain_mean[: spec.size]
         theta = theta + mean
         unflatten_into(backbone, spec, theta)
         metrics = evaluate(backbone, test, pairs, device)

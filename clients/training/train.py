@@ -53,8 +53,13 @@ def train_local(
     *,
     device: torch.device,
     progress: Callable[[int, float], None] | None = None,
+    objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> LocalResult:
-    """Train backbone and head in place for ``cfg.epochs`` epochs; returns the mean loss."""
+    """Train backbone and head in place for ``cfg.epochs`` epochs; returns the mean loss.
+
+    The default objective is cross-entropy over the margin head's logits;
+    ``objective(embeddings, labels)`` replaces it (FedFace's positive-only loss).
+    """
     torch.manual_seed(cfg.seed)
     cuda = device.type == "cuda"
     backbone.to(device).train()
@@ -77,8 +82,12 @@ def train_local(
             flip = torch.rand(images.shape[0], device=device) < 0.5  # horizontal flips
             images = torch.where(flip[:, None, None, None], images.flip(-1), images)
             with torch.autocast(device.type, dtype=torch.float16, enabled=cuda):
-                logits = head(backbone(images), labels)
-                loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+                embeddings = backbone(images)
+                if objective is not None:
+                    loss = objective(embeddings.float(), labels)
+                else:
+                    logits = head(embeddings, labels)
+                    loss = torch.nn.functional.cross_entropy(logits.float(), labels)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
             scaler.step(optimizer)
