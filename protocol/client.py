@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from protocol import session as ses
-from protocol.config import ClientPolicy, RoundConfig
+from protocol.config import SECURE_PROFILES, ClientPolicy, RoundConfig
 from protocol.errors import UnexpectedCall
 from protocol.graph import NeighbourGraph, graph_from_seed
 from protocol.messages import (
@@ -224,6 +224,8 @@ class ClientMachine:
 
     def _on_round_start(self, msg: RoundStart) -> list[ClientMessage]:
         config = msg.config
+        if config.profile not in SECURE_PROFILES:
+            raise _Abort(f"profile {config.profile!r} is not a secure-aggregation round")
         if self.client_id not in config.clients:
             raise _Abort("this client is not in the announced cohort")
         problem = self._policy.check(config)

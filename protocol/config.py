@@ -20,6 +20,8 @@ PROTOCOL_VERSION = 1
 #: ``plain`` sends updates in the clear: the benchmark baseline, refused by default.
 Profile = Literal["active", "semi-honest", "plain"]
 PROFILES: tuple[Profile, ...] = ("active", "semi-honest", "plain")
+#: The profiles the SecAgg machines run (``plain`` has its own, protocol.plain).
+SECURE_PROFILES: tuple[Profile, ...] = ("active", "semi-honest")
 
 
 @dataclass(frozen=True, slots=True)

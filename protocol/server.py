@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from protocol import session as ses
-from protocol.config import RoundConfig
+from protocol.config import SECURE_PROFILES, RoundConfig
 from protocol.errors import (
     AuthenticationFailed,
     ConflictingMessage,
@@ -115,6 +115,8 @@ class ServerMachine:
     """The aggregator's view of one round."""
 
     def __init__(self, config: RoundConfig, *, roster: Mapping[int, bytes] | None = None) -> None:
+        if config.profile not in SECURE_PROFILES:
+            raise ParameterError(f"ServerMachine runs {SECURE_PROFILES}, not {config.profile!r}")
         if config.profile == "active" and not roster:
             raise ParameterError("the active profile needs a roster of signing keys")
         self.config = config

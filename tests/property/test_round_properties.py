@@ -26,7 +26,8 @@ import numpy as np
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from protocol.config import PROFILES, Profile, default_colluders, minimum_threshold
+from protocol.config import SECURE_PROFILES as PROFILES
+from protocol.config import Profile, default_colluders, minimum_threshold
 from protocol.messages import UnmaskShares
 from protocol.simulation import PHASES, SimulationReport, make_config, simulate
 from secagg.rng import DeterministicRandomSource, uniform_below
