@@ -18,10 +18,9 @@ from secagg.errors import ParameterError
 from secagg.rng import DeterministicRandomSource
 
 
-def plain_config(n: int = 3, dim: int = 5):  # type: ignore[no-untyped-def]
-    return dataclasses.replace(
-        make_config(clients=n, dim=dim, profile="semi-honest"), profile="plain"
-    )
+def plain_config(n: int = 3, dim: int = 5) -> RoundConfig:
+    base = make_config(clients=n, dim=dim, profile="semi-honest", max_weight=3)
+    return dataclasses.replace(base, profile="plain")
 
 
 def test_clients_refuse_plain_rounds_by_default() -> None:
