@@ -17,13 +17,11 @@ import numpy as np
 from protocol.client import ClientInput, ClientPhase
 from protocol.config import ClientPolicy, RoundConfig
 from protocol.errors import (
-    AuthenticationFailed,
     ConflictingMessage,
     InvalidMessage,
     ProtocolError,
     RoundAborted,
     UnexpectedCall,
-    UnknownClient,
     WrongPhase,
 )
 from protocol.messages import (
@@ -35,7 +33,7 @@ from protocol.messages import (
     ServerAbort,
     ServerMessage,
 )
-from protocol.server import Outgoing, ServerPhase
+from protocol.server import Outgoing, ServerPhase, check_sender
 from secagg.errors import ParameterError
 
 
@@ -203,14 +201,7 @@ class PlainServer:
             raise RoundAborted(f"round {self.config.round} was aborted: {self.abort_reason}")
         if self.phase is not ServerPhase.MASKED:
             raise WrongPhase(f"round {self.config.round} is {self.phase.value}")
-        if client not in self.config.clients:
-            raise UnknownClient(f"client {client} is not in this round's cohort")
-        if msg.client != client:
-            raise AuthenticationFailed(f"message claims client {msg.client}, sender is {client}")
-        if msg.round != self.config.round:
-            raise WrongPhase(f"message for round {msg.round}, current round is {self.config.round}")
-        if client in self.excluded:
-            raise WrongPhase(f"client {client} is no longer in the round")
+        check_sender(self.config, self.excluded, client, msg)
         if isinstance(msg, ClientAbort):
             self.excluded[client] = f"client aborted: {msg.reason[:200]}"
             return

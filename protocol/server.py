@@ -177,14 +177,7 @@ class ServerMachine:
             raise RoundAborted(f"round {self.config.round} was aborted: {self.abort_reason}")
         if self.phase is ServerPhase.COMPLETED:
             raise WrongPhase(f"round {self.config.round} is completed")
-        if client not in self.config.clients:
-            raise UnknownClient(f"client {client} is not in this round's cohort")
-        if msg.client != client:
-            raise AuthenticationFailed(f"message claims client {msg.client}, sender is {client}")
-        if msg.round != self.config.round:
-            raise WrongPhase(f"message for round {msg.round}, current round is {self.config.round}")
-        if client in self.excluded:
-            raise WrongPhase(f"client {client} is no longer in the round ({self.excluded[client]})")
+        check_sender(self.config, self.excluded, client, msg)
         if isinstance(msg, ClientAbort):
             self.excluded[client] = f"client aborted: {msg.reason[:200]}"
             return
@@ -517,6 +510,20 @@ def _rebuild_one(coefficients: np.ndarray, stacked: np.ndarray) -> bytes | None:
         return shamir.reconstruct_with(coefficients, stacked)[0]
     except InvalidShare:
         return None
+
+
+def check_sender(
+    config: RoundConfig, excluded: Mapping[int, str], client: int, msg: ClientMessage
+) -> None:
+    """What every server machine checks before it looks at a message's content."""
+    if client not in config.clients:
+        raise UnknownClient(f"client {client} is not in this round's cohort")
+    if msg.client != client:
+        raise AuthenticationFailed(f"message claims client {msg.client}, sender is {client}")
+    if msg.round != config.round:
+        raise WrongPhase(f"message for round {msg.round}, current round is {config.round}")
+    if client in excluded:
+        raise WrongPhase(f"client {client} is no longer in the round ({excluded[client]})")
 
 
 def _digest(msg: ClientMessage) -> bytes:
