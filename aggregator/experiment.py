@@ -35,7 +35,7 @@ from secagg.errors import ParameterError
 
 Mode = Literal["plain", "secagg", "secagg+"]
 MODES: tuple[Mode, ...] = ("plain", "secagg", "secagg+")
-ALGORITHMS = ("fedavg", "fedface")
+ALGORITHMS = ("fedavg", "fedface", "projector")
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,36 @@ class RoundReport:
     parity_bound: float | None = None
     plain_step_accuracy: float | None = None  # θ + the plaintext mean of the same updates
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def private_projector(dim: int, *, seed: int) -> torch.Tensor:
+    """A client's private random orthogonal map (Ding et al.; methods.md §7).
+
+    Never uploaded: the server sees only the shared backbone's update, so it
+    cannot run the model forward as the client did. Orthogonal, so cosine
+    geometry (what verification uses) is the same for every client.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    q, r = torch.linalg.qr(torch.randn(dim, dim, generator=generator))
+    haar: torch.Tensor = q * torch.sign(torch.diagonal(r))  # Haar-distributed orthogonal
+    return haar
+
+
+Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _objective(
+    algorithm: str, head: torch.nn.Module, projector: torch.Tensor | None
+) -> Objective | None:
+    """The local loss when it is not the default (CE over the margin head)."""
+    if algorithm == "fedface":  # positive-only, against the client's fixed class embeddings
+        rows = _rows(head).detach()
+        return lambda emb, y: fedface_positive_loss(emb, y, rows)
+    if projector is not None:  # the private orthogonal map sits before the head
+        return lambda emb, y: torch.nn.functional.cross_entropy(
+            head(emb @ projector.T, y).float(), y
+        )
+    return None
 
 
 def _rows(head: torch.nn.Module) -> torch.Tensor:
@@ -154,6 +184,8 @@ def run_experiment(
     )
     reports: list[RoundReport] = []
     fedface = cfg.algorithm == "fedface"
+    projector = cfg.algorithm == "projector"
+    projectors: dict[int, torch.Tensor] = {}
     dim_s = cfg.embedding_dim**2 if fedface else 0  # FedFace: S_k rides in the masked vector
     for r in range(cfg.rounds):
         updates: dict[int, np.ndarray] = {}
@@ -161,9 +193,15 @@ def run_experiment(
         start = time.perf_counter()
         for k, shard in enumerate(shards, 1):
             unflatten_into(backbone, spec, theta)
+            if projector and k not in projectors:
+                projectors[k] = private_projector(cfg.embedding_dim, seed=cfg.seed * 7919 + k).to(
+                    device
+                )
             if k not in heads:  # first participation: head rows = mean features (methods.md §2)
                 heads[k] = margin_head("cosface", cfg.embedding_dim, shard.identities).to(device)
                 feats, labels = mean_features(backbone, shard, device=device)
+                if projector:
+                    feats = feats.to(device) @ projectors[k].T
                 init_head_from_features(heads[k], feats.to(device), labels.to(device))
             local = TrainConfig(
                 epochs=cfg.local_epochs,
@@ -171,15 +209,7 @@ def run_experiment(
                 lr=cfg.lr,
                 seed=cfg.seed * 1000 + r * 100 + k,
             )
-            objective = None
-            if fedface:  # positive-only loss against the client's fixed class embeddings
-                rows = _rows(heads[k]).detach()
-
-                def objective(
-                    emb: torch.Tensor, y: torch.Tensor, w: torch.Tensor = rows
-                ) -> torch.Tensor:
-                    return fedface_positive_loss(emb, y, w)
-
+            objective = _objective(cfg.algorithm, heads[k], projectors.get(k))
             trained = train_local(
                 backbone, heads[k], shard, local, device=device, objective=objective
             )

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from aggregator.cli import main
 from aggregator.experiment import ExperimentConfig, run_experiment
@@ -101,3 +102,30 @@ def test_orl_secure_fedavg_reaches_85_percent(tmp_path: Path) -> None:
     assert isinstance(final, dict)
     assert report["held_out_identities"] == 10
     assert final["accuracy_mean"] >= 0.85
+
+
+def test_private_projector_is_orthogonal_and_differs_per_client() -> None:
+    from aggregator.experiment import private_projector
+
+    p1, p2 = private_projector(16, seed=1), private_projector(16, seed=2)
+    assert torch.allclose(p1 @ p1.T, torch.eye(16), atol=1e-5)
+    assert not torch.allclose(p1, p2)
+
+
+def test_projector_experiment_shares_only_the_backbone(tmp_path: Path) -> None:
+    cfg = ExperimentConfig(
+        algorithm="projector",
+        mode="secagg",
+        data="synthetic:16:4",
+        clients=2,
+        rounds=1,
+        test_identities=4,
+        image_size=(16, 16),
+        out=str(tmp_path),
+    )
+    report = run_experiment(cfg, progress=lambda _: None)
+    final = report["final"]
+    assert isinstance(final, dict)
+    assert final["parity_max_abs_error"] <= final["parity_bound"]
+    # The masked vector is the backbone only: projector and head never leave the client.
+    assert final["bytes_up_per_client"] < 4 * (int(report["shared_parameters"]) + 1)
