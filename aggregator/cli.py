@@ -419,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_client_run)
 
     exp = sub.add_parser("experiment", help="a federated face-recognition run in one process")
-    exp.add_argument("--algorithm", default="fedavg", help="fedavg (others to come)")
+    exp.add_argument("--algorithm", default="fedavg", choices=("fedavg", "fedface", "projector"))
     exp.add_argument("--mode", choices=("plain", "secagg", "secagg+"), default="secagg")
     exp.add_argument("--data", default="synthetic", help="synthetic[:IDS:IMGS], a folder or .npz")
     exp.add_argument("--clients", type=int, default=4)

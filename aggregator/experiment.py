@@ -1,7 +1,9 @@
 """`secagg experiment`: a whole federated face-recognition run in one process.
 
-Clients train a shared backbone with private CosFace heads on disjoint
-identities (FedAvg with private heads, methods.md §2); the server step is
+Clients train a shared backbone with private heads on disjoint identities:
+FedAvg with private CosFace heads (methods.md §2), FedFace with the private
+spreadout from a securely summed second moment (§5.3), or the private
+projector (§7). The server step, written once, is
 θ ← θ + Σ n_k Δ_k / Σ n_k, computed either in the clear (``plain``) or through
 the in-memory SecAgg protocol (``secagg``: complete graph; ``secagg+``: a
 Harary graph), which sees only masked vectors. Every mode clips each update

@@ -43,3 +43,7 @@ class InvalidShare(SecAggError):
 
 class InvalidKey(ParameterError):
     """A public key is malformed, of the wrong size, or a low-order point."""
+
+
+class HEParameterError(ParameterError):
+    """Homomorphic-encryption parameters are insecure, unsupported or mismatched."""
