@@ -365,6 +365,26 @@ def _bench_round(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    import urllib.request
+
+    url = args.aggregator if "://" in args.aggregator else f"http://{args.aggregator}"
+    with urllib.request.urlopen(url.rstrip("/") + "/status", timeout=args.timeout) as reply:  # noqa: S310
+        status = json.loads(reply.read())
+    if args.json:
+        _print_json(status)
+        return 0
+    state = "finished" if status["finished"] else f"phase {status['phase']}"
+    print(f"round {status['round']}/{status['rounds']} (epoch {status['epoch']}), {state}")
+    print(f"profile {status['profile']}; clients present: {status['present']}")
+    if status["waiting_for"]:
+        print(f"waiting for: {status['waiting_for']}")
+    for r in status["history"][-5:]:
+        outcome = "completed" if r["completed"] else f"aborted: {r['abort_reason']}"
+        print(f"  round {r['round']} (epoch {r['epoch']}): {outcome}, survivors {r['survivors']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (kept separate so tests can inspect it)."""
     parser = argparse.ArgumentParser(prog="secagg", description=__doc__.splitlines()[0])
@@ -434,6 +454,14 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", default="runs/experiment")
     exp.add_argument("--json", action="store_true")
     exp.set_defaults(func=_experiment)
+
+    status = sub.add_parser("status", help="rounds, phase, clients and aborts of an aggregator")
+    status.add_argument(
+        "--aggregator", required=True, help="the operator endpoint, e.g. 127.0.0.1:9464"
+    )
+    status.add_argument("--timeout", type=float, default=5.0)
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_status)
 
     demo = sub.add_parser("demo", help="end-to-end demo (see README)")
     demo.add_argument("--clients", type=int, default=4)

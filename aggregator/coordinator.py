@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from aggregator.operator import Metrics
 from aggregator.settings import AggregatorSettings
 from aggregator.store import Store, StoreError
 from protocol.config import RoundConfig, default_colluders, minimum_threshold
@@ -80,8 +81,10 @@ class Coordinator:
         *,
         clock: Clock = time.time,
         rng: RandomSource | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.roster = dict(roster)
         self.store = store
         self._clock = clock
@@ -188,13 +191,17 @@ class Coordinator:
                 raise WrongPhase(f"no round {msg.round} is running (current round {self.round})")
             excluded = client in machine.excluded
             accepted = machine.accepted_count()
+            outcome = "rejected"
             try:
                 machine.receive(client, msg)
+                outcome = "accepted" if machine.accepted_count() > accepted else "repeated"
             finally:
+                self.metrics.messages.labels(outcome).inc()
                 fault_point("after_receive_before_commit")
                 if machine.accepted_count() > accepted:  # new, not an identical retry
                     body = codec.client_to_proto(msg).SerializeToString()
                     self._bytes_in += len(body)
+                    self.metrics.bytes_received.inc(len(body))
                     self.store.log(
                         self.epoch, "message", at=self._clock(), client=client, body=body
                     )
@@ -345,6 +352,12 @@ class Coordinator:
             bytes_received=self._bytes_in,
         )
         self.history.append(record)
+        self.metrics.rounds.labels("completed" if result is not None else "aborted").inc()
+        for phase, seconds in record.phase_seconds.items():
+            self.metrics.phase_seconds.labels(phase).observe(seconds)
+        if result is not None:
+            self.metrics.round_seconds.observe(record.wall_s)
+            self.metrics.dropouts.inc(len(record.cohort) - len(record.survivors))
         self.machine = None
         self._waiting_since = self._clock()
         if result is not None:
@@ -362,17 +375,28 @@ class Coordinator:
         # Only after the commit: a crash before it replays the round, never logs it twice.
         with open(self.store.path.parent / "rounds.jsonl", "a", encoding="utf-8") as out:
             out.write(json.dumps(record.__dict__) + "\n")
+        self.metrics.round.set(self.round)
         if self.round >= self.settings.rounds:
             self.finished = True
 
     def status(self) -> dict[str, Any]:
         """A machine-readable snapshot for operators."""
         with self._cond:
+            present = self._present(self._clock())
+            self.metrics.clients_present.set(len(present))
             return {
                 "round": self.round,
+                "rounds": self.settings.rounds,
+                "profile": self.settings.profile,
                 "epoch": self.epoch,
                 "phase": self.machine.phase.value if self.machine else "waiting",
                 "finished": self.finished,
-                "present": self._present(self._clock()),
+                "present": present,
+                "waiting_for": sorted(self.machine.waiting_for()) if self.machine else [],
                 "history": [r.__dict__ for r in self.history[-10:]],
+                "recent_aborts": [
+                    {"round": r.round, "epoch": r.epoch, "reason": r.abort_reason}
+                    for r in self.history[-50:]
+                    if not r.completed
+                ][-5:],
             }

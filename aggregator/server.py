@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from aggregator.coordinator import Coordinator
+from aggregator.operator import OperatorServer
 from aggregator.servicer import AggregatorServicer, certificate_identity, insecure_identity
 from aggregator.settings import AggregatorSettings
 from aggregator.store import Store
@@ -53,6 +54,12 @@ class AggregatorServer:
             Path(settings.state_dir) / "state.sqlite", synchronous=settings.synchronous
         )
         self.coordinator = Coordinator(settings, keys, self.store)
+        self.operator: OperatorServer | None = None
+        if settings.operator_listen:
+            host, _, port = settings.operator_listen.rpartition(":")
+            self.operator = OperatorServer(
+                self.coordinator.metrics, self.coordinator.status, host=host, port=int(port)
+            )
         identify: Callable[[grpc.ServicerContext, int], int] = insecure_identity
         if settings.insecure:
             options: list[tuple[str, Any]] = [("grpc.so_reuseport", 0)]
@@ -105,6 +112,13 @@ class AggregatorServer:
         for name in (SERVICE, ""):
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.server.start()
+        if self.operator is not None:
+            self.operator.start()
+            log.info(
+                "operator endpoint on http://%s:%d",
+                self.operator.httpd.server_address[0],
+                self.operator.port,
+            )
         fault_point("during_recovery")
         self.coordinator.recover()
         self.servicer.ready.set()
@@ -118,6 +132,8 @@ class AggregatorServer:
         self.health.enter_graceful_shutdown()
         self._stop.set()
         self.server.stop(grace).wait()
+        if self.operator is not None:
+            self.operator.stop()
         self.store.close()
 
     def wait(self, *, exit_when_finished: bool) -> None:

@@ -35,6 +35,7 @@ class AggregatorSettings:
     poll_wait_s: float = 5.0
     max_workers: int = 64
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"  # FULL: survive power loss too
+    operator_listen: str = ""  # e.g. "127.0.0.1:9464": /metrics and /status over HTTP; "" = off
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
