@@ -31,3 +31,14 @@ def test_demo_with_a_killed_client_recovers(tmp_path: Path) -> None:
     assert report["killed"] == [4]
     assert rounds[1]["survivors"] == [1, 2, 3]  # killed before its masked input in round 1
     assert report["parity"]["ok"] is True
+
+
+def test_demo_writes_real_png_plots_and_a_markdown_report(tmp_path: Path) -> None:
+    report = run(DemoOptions(clients=3, rounds=2, dim=200, out=tmp_path), progress=lambda _: None)
+    run_dir = Path(report["run_dir"])
+    assert len(report["plots"]) == 3
+    for plot in report["plots"]:
+        data = Path(plot).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    markdown = (run_dir / "report.md").read_text()
+    assert "Parity with plaintext FedAvg" in markdown and "time_per_round.png" in markdown

@@ -1,0 +1,64 @@
+"""PNG plots and a markdown report of a run (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: files only
+import matplotlib.pyplot as plt
+
+PHASES = ("advertise", "share", "masked", "consistency", "unmask")
+
+
+def time_breakdown(rounds: list[dict[str, Any]], path: Path) -> Path:
+    """Stacked bars: seconds per protocol phase, per round."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    labels = [f"{r['round']}" + ("" if r["completed"] else "×") for r in rounds]
+    bottom = [0.0] * len(rounds)
+    for phase in PHASES:
+        values = [float(r["phase_seconds"].get(phase, 0.0)) for r in rounds]
+        if any(values):
+            ax.bar(labels, values, bottom=bottom, label=phase)
+            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.set_xlabel("round (× = aborted attempt)")
+    ax.set_ylabel("seconds")
+    ax.set_title("Round time by protocol phase")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def bytes_vs_plain(masked: float, plain: float, path: Path) -> Path:
+    """Bytes a client uploads per round: masked vector against the fp32 update."""
+    fig, ax = plt.subplots(figsize=(4, 3.5))
+    ax.bar(
+        ["fp32 update", "masked (secagg)"], [plain / 1e3, masked / 1e3], color=["grey", "tab:blue"]
+    )
+    ax.set_ylabel("kB per client per round")
+    ax.set_title("Upload per client")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def metric_per_round(
+    values: list[float], label: str, path: Path, *, bound: float | None = None
+) -> Path:
+    """One metric per round (accuracy, or the secure-vs-plain error with its bound)."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(range(len(values)), values, marker="o", label=label)
+    if bound is not None:
+        ax.axhline(bound, color="red", linestyle="--", label="bound")
+    ax.set_xlabel("round")
+    ax.set_ylabel(label)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
