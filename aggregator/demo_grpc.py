@@ -134,7 +134,7 @@ def _plots(
                 gaps,
                 "max |secure − plaintext FedAvg|",
                 run_dir / "parity_per_round.png",
-                bound=report["parity"]["bound"],
+                bound=[Quantizer(1.0, 1 << 16).step * (i + 1) for i in range(len(gaps))],
             )
         ),
     ]

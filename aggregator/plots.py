@@ -48,13 +48,13 @@ def bytes_vs_plain(masked: float, plain: float, path: Path) -> Path:
 
 
 def metric_per_round(
-    values: list[float], label: str, path: Path, *, bound: float | None = None
+    values: list[float], label: str, path: Path, *, bound: list[float] | None = None
 ) -> Path:
-    """One metric per round (accuracy, or the secure-vs-plain error with its bound)."""
+    """One metric per round (accuracy, or the secure-vs-plain error with its bound per round)."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(range(len(values)), values, marker="o", label=label)
     if bound is not None:
-        ax.axhline(bound, color="red", linestyle="--", label="bound")
+        ax.plot(range(len(bound)), bound, color="red", linestyle="--", label="bound")
     ax.set_xlabel("round")
     ax.set_ylabel(label)
     ax.legend(fontsize=8)
