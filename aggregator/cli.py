@@ -385,6 +385,20 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_he(args: argparse.Namespace) -> int:
+    from aggregator import bench_he
+
+    if args.masked and not args.scheme.startswith("bfv"):
+        raise ParameterError("--masked needs --scheme bfv (masks are added mod the plain modulus)")
+    result = bench_he.run(args.scheme, args.clients, args.dim, args.masked, seed=args.seed)
+    if args.json:
+        _print_json(result)
+    else:
+        for key, value in result.items():
+            print(f"{key:24s} {value}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (kept separate so tests can inspect it)."""
     parser = argparse.ArgumentParser(prog="secagg", description=__doc__.splitlines()[0])
@@ -487,6 +501,19 @@ def build_parser() -> argparse.ArgumentParser:
     rnd.add_argument("--out", default="runs/bench-round")
     rnd.add_argument("--json", action="store_true")
     rnd.set_defaults(func=_bench_round)
+
+    hep = bench_sub.add_parser("he", help="homomorphic aggregation with TenSEAL, one round")
+    hep.add_argument(
+        "--scheme", choices=("ckks", "ckks-compact", "ckks-nvflare", "bfv"), default="ckks"
+    )
+    hep.add_argument(
+        "--masked", action="store_true", help="BFV with pairwise masks in the plaintexts"
+    )
+    hep.add_argument("--clients", type=int, required=True)
+    hep.add_argument("--dim", type=int, required=True)
+    hep.add_argument("--seed", type=int, default=0)
+    hep.add_argument("--json", action="store_true")
+    hep.set_defaults(func=_bench_he)
 
     sim = sub.add_parser("simulate", help="run N clients and the server in memory")
     sim.add_argument("--clients", type=int, default=10)
