@@ -23,6 +23,15 @@ def _print_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
+def _print_result(result: dict[str, Any], *, as_json: bool) -> None:
+    """One JSON object, or one ``key value`` line per field."""
+    if as_json:
+        _print_json(result)
+        return
+    for key, value in result.items():
+        print(f"{key:24s} {value}")
+
+
 def _bench_primitives(args: argparse.Namespace) -> int:
     from aggregator import bench_primitives
 
@@ -62,11 +71,7 @@ def _bench_mask(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         seed=args.seed,
     )
-    if args.json:
-        _print_json(result)
-    else:
-        for key, value in result.items():
-            print(f"{key:24s} {value}")
+    _print_result(result, as_json=args.json)
     return 0
 
 
@@ -461,11 +466,7 @@ def _bench_he(args: argparse.Namespace) -> int:
     if args.masked and not args.scheme.startswith("bfv"):
         raise ParameterError("--masked needs --scheme bfv (masks are added mod the plain modulus)")
     result = bench_he.run(args.scheme, args.clients, args.dim, args.masked, seed=args.seed)
-    if args.json:
-        _print_json(result)
-    else:
-        for key, value in result.items():
-            print(f"{key:24s} {value}")
+    _print_result(result, as_json=args.json)
     return 0
 
 
