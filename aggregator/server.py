@@ -134,6 +134,8 @@ class AggregatorServer:
         self.server.stop(grace).wait()
         if self.operator is not None:
             self.operator.stop()
+        if self._driver.is_alive():  # it may be mid-write: let it finish before closing
+            self._driver.join(timeout=10)
         self.store.close()
 
     def wait(self, *, exit_when_finished: bool) -> None:
