@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from aggregator.cluster import LocalCluster
-from protocol.config import MIN_HONEST, minimum_threshold
+from protocol.config import MIN_HONEST
 from protocol.params import find_parameters
+from protocol.simulation import make_config
 from secagg.errors import ParameterError
 
 MODES = ("plain", "secagg", "secagg+", "ckks")
@@ -65,12 +66,12 @@ def run(*, clients: int, dim: int, modes: list[str], rounds: int, out: Path) -> 
                 "mode": mode,
                 "profile": settings["profile"],
                 "degree": settings.get("degree", clients - 1),
+                # The coordinator's default when none is set (make_config holds the rule).
                 "threshold": settings.get(
-                    "threshold",
-                    minimum_threshold(clients, profile="active", colluders=(clients - 1) // 3)
-                    if mode != "plain"
-                    else None,
-                ),
+                    "threshold", make_config(clients=clients, dim=1).threshold
+                )
+                if mode != "plain"
+                else None,
                 "round_wall_s_median": statistics.median(walls),
                 "round_wall_s_all": walls,
                 "bytes_received_per_round": statistics.median(r["bytes_received"] for r in done),

@@ -22,7 +22,8 @@ from aggregator.pki import init_pki
 CLI = [sys.executable, "-m", "aggregator.cli"]
 
 
-def _env(fault: str | None = None) -> dict[str, str]:
+def child_env(fault: str | None = None) -> dict[str, str]:
+    """The environment for a child process: this checkout on the path, a fault point or none."""
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
@@ -78,7 +79,7 @@ class LocalCluster:
             stdout=subprocess.PIPE,
             stderr=open(self.logs / "aggregator.log", "w"),
             text=True,
-            env=_env(),
+            env=child_env(),
         )
         self.procs.append(self.aggregator)
         assert self.aggregator.stdout is not None
@@ -96,7 +97,7 @@ class LocalCluster:
                     stdout=subprocess.DEVNULL,
                     stderr=open(self.logs / f"client-{c}.log", "w"),
                     text=True,
-                    env=_env((faults or {}).get(c)),
+                    env=child_env((faults or {}).get(c)),
                 )
             )
 

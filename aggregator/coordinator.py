@@ -18,6 +18,7 @@ driver thread calls :meth:`tick`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -32,7 +33,7 @@ import numpy as np
 from aggregator.operator import Metrics
 from aggregator.settings import AggregatorSettings
 from aggregator.store import Store, StoreError
-from protocol.config import RoundConfig, default_colluders, minimum_threshold
+from protocol.config import RoundConfig
 from protocol.errors import ProtocolError, UnknownClient, WrongPhase
 from protocol.faults import fault_point
 from protocol.messages import ClientMessage, ServerMessage
@@ -286,15 +287,12 @@ class Coordinator:
 
     def _config(self, cohort: tuple[int, ...]) -> RoundConfig:
         s = self.settings
-        n = len(cohort)
-        threshold = s.threshold or None
-        if threshold is None and not s.degree:
-            safe = minimum_threshold(n, profile=s.profile, colluders=default_colluders(n))
-            threshold = min(n, max(2 * n // 3 + 1, safe))
+        # make_config holds the defaults (safe threshold, minimal modulus); this round
+        # differs only in its cohort, its fresh nonce and the model it announces.
         base = make_config(
-            clients=n,
+            clients=len(cohort),
             dim=s.dim,
-            threshold=threshold,
+            threshold=s.threshold or None,
             degree=s.degree or None,
             profile=s.profile,
             levels=s.levels,
@@ -302,16 +300,9 @@ class Coordinator:
             max_weight=s.max_weight,
             round_=self.round,
         )
-        return RoundConfig(
-            round=self.round,
+        return dataclasses.replace(
+            base,
             clients=cohort,
-            threshold=base.threshold,
-            dim=s.dim,
-            modulus_bits=base.modulus_bits,
-            clip=s.clip,
-            levels=s.levels,
-            max_weight=s.max_weight,
-            profile=s.profile,
             degree=s.degree or None,
             nonce=self._rng.random_bytes(32),
             model_hash=model_hash(self.model),

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from aggregator.cluster import CLI, child_env
 from clients.training.synthetic import exact_levels
 
-SECAGG = [sys.executable, "-m", "aggregator.cli"]
+SECAGG = CLI
 
 
 @dataclass
@@ -44,7 +43,7 @@ class Cluster:
         path = self.workdir / "aggregator.toml"
         path.write_text("\n".join(lines) + "\n")
         cmd = [*SECAGG, "aggregator", "serve", "--config", str(path), "--exit-when-finished"]
-        env = _env()
+        env = child_env()
         if fault:
             env["SECAGG_FAULT"] = fault
         self.aggregator = subprocess.Popen(
@@ -64,7 +63,7 @@ class Cluster:
         self.port = int(match.group(1))
 
     def start_client(self, client: int, args: list[str], *, fault: str | None = None) -> None:
-        env = _env()
+        env = child_env()
         if fault:
             env["SECAGG_FAULT"] = fault
         cmd = [
@@ -118,14 +117,6 @@ def expected_sha256(survivors: list[int], round_: int, dim: int, levels: int = 1
     total = sum(exact_levels(c, round_, dim, levels).astype(np.uint64) for c in survivors)
     assert isinstance(total, np.ndarray)
     return hashlib.sha256(total.astype("<u8").tobytes()).hexdigest()
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("SECAGG_FAULT", None)
-    return env
 
 
 def wait_for(predicate: object, timeout: float) -> bool:

@@ -40,6 +40,7 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from aggregator.cluster import child_env
 from aggregator.server import MAX_MESSAGE, SERVICE, AggregatorServer
 from aggregator.servicer import MAX_CHUNK
 from aggregator.settings import AggregatorSettings
@@ -54,7 +55,7 @@ from secagg.rng import DeterministicRandomSource
 from secagg_pb import codec
 from secagg_pb.v1 import secagg_pb2 as pb
 from secagg_pb.v1 import secagg_pb2_grpc as pb_grpc
-from tests.integration.harness import SECAGG, _env, expected_sha256, wait_for
+from tests.integration.harness import SECAGG, expected_sha256, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -623,7 +624,7 @@ def test_t41_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
     )
     cmd = [*SECAGG, "aggregator", "serve", "--config", str(config), "--clients", "3"]
     log = open(tmp_path / "aggregator.log", "w")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=_env())
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=child_env())
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
