@@ -34,8 +34,14 @@ def child_env(fault: str | None = None) -> dict[str, str]:
 
 
 def _toml(section: str, values: dict[str, Any]) -> str:
-    lines = [f"[{section}]", *(f"{k} = {json.dumps(v)}" for k, v in values.items())]
-    return "\n".join(lines) + "\n"
+    """A TOML section; dict values become sub-tables (``[section.key]``)."""
+    plain = {k: v for k, v in values.items() if not isinstance(v, dict)}
+    lines = [f"[{section}]", *(f"{k} = {json.dumps(v)}" for k, v in plain.items())]
+    text = "\n".join(lines) + "\n"
+    for key, table in values.items():
+        if isinstance(table, dict):
+            text += _toml(f"{section}.{key}", table)
+    return text
 
 
 class LocalCluster:
@@ -90,7 +96,12 @@ class LocalCluster:
         for c in range(1, self.clients + 1):
             config = self.run_dir / f"client-{c}.toml"
             values = {"id": c, "aggregator": f"127.0.0.1:{self.port}", "pki_dir": "pki"}
-            config.write_text(_toml("client", {**values, **(client or {})}))
+            # "{id}" in a string setting becomes this client's id (per-client files).
+            own = {
+                k: v.replace("{id}", str(c)) if isinstance(v, str) else v
+                for k, v in (client or {}).items()
+            }
+            config.write_text(_toml("client", {**values, **own}))
             self.procs.append(
                 subprocess.Popen(
                     [*CLI, "client", "run", "--config", str(config)],

@@ -24,6 +24,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,12 +41,31 @@ from protocol.messages import ClientMessage, ServerMessage
 from protocol.plain import PlainServer
 from protocol.server import ServerMachine, ServerPhase
 from protocol.simulation import make_config
+from secagg.errors import ParameterError
 from secagg.rng import RandomSource, SystemRandomSource
 from secagg_pb import codec
 from secagg_pb.v1 import secagg_pb2 as pb
 
 log = logging.getLogger("secagg.aggregator")
 Clock = Callable[[], float]
+#: Round records kept in memory for `secagg status`; the full log is rounds.jsonl.
+HISTORY = 50
+
+
+def initial_model(settings: AggregatorSettings) -> np.ndarray:
+    """θ₀: the configured .npy (checked against ``dim``), else zeros."""
+    if not settings.initial_model:
+        return np.zeros(settings.dim, dtype=np.float32)
+    try:
+        model = np.load(settings.initial_model, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ParameterError(f"cannot read initial_model {settings.initial_model}: {exc}") from exc
+    if model.shape != (settings.dim,) or not np.all(np.isfinite(model)):
+        raise ParameterError(
+            f"initial_model must hold {settings.dim} finite values, found shape {model.shape}"
+        )
+    result: np.ndarray = model.astype(np.float32)
+    return result
 
 
 def model_hash(model: np.ndarray) -> bytes:
@@ -91,12 +111,12 @@ class Coordinator:
         self._clock = clock
         self._rng = rng or SystemRandomSource()
         self._cond = threading.Condition()
-        self.model = np.zeros(settings.dim, dtype=np.float32)
+        self.model = initial_model(settings)
         self.round = 0
         self.epoch = 0
         self.machine: ServerMachine | PlainServer | None = None
         self.finished = False
-        self.history: list[RoundRecord] = []
+        self.history: deque[RoundRecord] = deque(maxlen=HISTORY)  # bounded: soak runs
         self._outbox: dict[int, list[ServerMessage]] = {}
         self._last_seen: dict[int, float] = {}
         self._deadline = 0.0
@@ -145,6 +165,7 @@ class Coordinator:
         self._outbox = {c: [] for c in config.clients}
         self._send(machine.start())
         last = self._clock()
+        advanced = False
         for event in self.store.events(epoch):
             last = event.at
             if event.kind == "message":
@@ -154,11 +175,14 @@ class Coordinator:
                 assert event.client is not None
                 machine.exclude(event.client, event.note or "excluded")
             elif event.kind == "advance":
+                advanced = True
                 self._send(machine.advance())
             elif event.kind == "abort":
                 self._send(machine.abort(event.note or "aborted"))
         self._phase_started = last
-        self._deadline = last + self.settings.phase_timeout_s
+        self._deadline = last + (
+            self.settings.phase_timeout_s if advanced else self._first_phase_timeout()
+        )
         log.info(
             "recovered round %d (epoch %d) in phase %s", config.round, epoch, machine.phase.value
         )
@@ -281,9 +305,13 @@ class Coordinator:
         self._phase_seconds = {}
         self._phase_started = self._round_started = now
         self._bytes_in = 0
-        self._deadline = now + self.settings.phase_timeout_s
+        self._deadline = now + self._first_phase_timeout()
         log.info("round %d (epoch %d) starts with %d clients", self.round, self.epoch, len(present))
         self._send(self.machine.start())
+
+    def _first_phase_timeout(self) -> float:
+        """Clients train before they answer the first phase, so it may get longer."""
+        return self.settings.train_timeout_s or self.settings.phase_timeout_s
 
     def _config(self, cohort: tuple[int, ...]) -> RoundConfig:
         s = self.settings
@@ -384,10 +412,10 @@ class Coordinator:
                 "finished": self.finished,
                 "present": present,
                 "waiting_for": sorted(self.machine.waiting_for()) if self.machine else [],
-                "history": [r.__dict__ for r in self.history[-10:]],
+                "history": [r.__dict__ for r in list(self.history)[-10:]],
                 "recent_aborts": [
                     {"round": r.round, "epoch": r.epoch, "reason": r.abort_reason}
-                    for r in self.history[-50:]
+                    for r in self.history
                     if not r.completed
                 ][-5:],
             }

@@ -33,12 +33,30 @@ def time_breakdown(rounds: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def bytes_vs_plain(masked: float, plain: float, path: Path) -> Path:
+def time_split(rounds: list[int], parts: dict[str, list[float]], path: Path) -> Path:
+    """Stacked bars: where each round's seconds went (mean over the clients)."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    labels = [str(r) for r in rounds]
+    bottom = [0.0] * len(rounds)
+    for name, values in parts.items():
+        ax.bar(labels, values, bottom=bottom, label=name)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.set_xlabel("round")
+    ax.set_ylabel("seconds (mean per client)")
+    ax.set_title("Round time: training, crypto, network, waiting")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def bytes_vs_plain(
+    masked: float, plain: float, path: Path, *, label: str = "masked (secagg)"
+) -> Path:
     """Bytes a client uploads per round: masked vector against the fp32 update."""
     fig, ax = plt.subplots(figsize=(4, 3.5))
-    ax.bar(
-        ["fp32 update", "masked (secagg)"], [plain / 1e3, masked / 1e3], color=["grey", "tab:blue"]
-    )
+    ax.bar(["fp32 update", label], [plain / 1e3, masked / 1e3], color=["grey", "tab:blue"])
     ax.set_ylabel("kB per client per round")
     ax.set_title("Upload per client")
     fig.tight_layout()
@@ -48,13 +66,19 @@ def bytes_vs_plain(masked: float, plain: float, path: Path) -> Path:
 
 
 def metric_per_round(
-    values: list[float], label: str, path: Path, *, bound: list[float] | None = None
+    values: list[float],
+    label: str,
+    path: Path,
+    *,
+    bound: list[float] | None = None,
+    rounds: list[int] | None = None,
 ) -> Path:
     """One metric per round (accuracy, or the secure-vs-plain error with its bound per round)."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(range(len(values)), values, marker="o", label=label)
+    xs = rounds if rounds is not None else list(range(len(values)))
+    ax.plot(xs, values, marker="o", label=label)
     if bound is not None:
-        ax.plot(range(len(bound)), bound, color="red", linestyle="--", label="bound")
+        ax.plot(xs, bound, color="red", linestyle="--", label="bound")
     ax.set_xlabel("round")
     ax.set_ylabel(label)
     ax.legend(fontsize=8)

@@ -21,6 +21,9 @@ class AggregatorSettings:
     state_dir: str = "aggregator-state"
     rounds: int = 5
     dim: int = 1000
+    # A float32 .npy of `dim` values to start from (e.g. a face backbone's seeded
+    # initialisation, `secagg demo` writes one); "" = zeros.
+    initial_model: str = ""
     min_clients: int = 0  # 0: every client on the roster
     threshold: int = 0  # 0: the default client policy's safe minimum
     degree: int = 0  # 0: complete graph (SecAgg); else SecAgg+ neighbours
@@ -30,6 +33,9 @@ class AggregatorSettings:
     max_weight: int = 1
     learning_rate: float = 1.0
     phase_timeout_s: float = 30.0
+    # The first phase's deadline: clients train locally before they answer it.
+    # 0 = phase_timeout_s.
+    train_timeout_s: float = 0.0
     start_timeout_s: float = 60.0
     retry_delay_s: float = 2.0  # after an aborted attempt, before the next one
     poll_wait_s: float = 5.0
@@ -46,7 +52,7 @@ class AggregatorSettings:
             raise ParameterError("pki_dir is required unless insecure = true (development only)")
         if self.synchronous not in ("NORMAL", "FULL"):
             raise ParameterError("synchronous must be NORMAL or FULL")
-        if self.phase_timeout_s <= 0 or self.poll_wait_s <= 0:
+        if self.phase_timeout_s <= 0 or self.poll_wait_s <= 0 or self.train_timeout_s < 0:
             raise ParameterError("timeouts must be positive")
 
 
@@ -61,7 +67,7 @@ def load_settings(path: str | Path, **overrides: Any) -> AggregatorSettings:
         raise ParameterError(f"unknown aggregator settings: {sorted(unknown)}")
     base = Path(path).parent
     merged = {**section, **{k: v for k, v in overrides.items() if v is not None}}
-    for key in ("pki_dir", "state_dir"):
+    for key in ("pki_dir", "state_dir", "initial_model"):
         if merged.get(key) and not Path(merged[key]).is_absolute():
             merged[key] = str(base / merged[key])
     return AggregatorSettings(**merged)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,7 +23,7 @@ from clients.transport import Transport
 from protocol.client import ClientMachine, ClientPhase
 from protocol.config import ClientPolicy
 from protocol.faults import fault_point
-from protocol.messages import RoundStart
+from protocol.messages import MaskedInput, RoundStart
 from protocol.plain import PlainClient
 from secagg.errors import SecAggError
 from secagg.primitives.signing import SigningKey
@@ -31,6 +32,7 @@ from secagg_pb import codec
 
 log = logging.getLogger("secagg.client")
 Trainer = Callable[[np.ndarray, int], LocalUpdate]
+RoundReport = Callable[[dict[str, object]], None]
 
 
 def model_hash(model_bytes: bytes) -> bytes:
@@ -61,6 +63,7 @@ class Daemon:
         rng: RandomSource | None = None,
         poll_timeout: float = 30.0,
         max_rounds: int | None = None,
+        on_round: RoundReport | None = None,
     ) -> None:
         self.client_id = client_id
         self.transport = transport
@@ -72,6 +75,10 @@ class Daemon:
         self.poll_timeout = poll_timeout
         self.max_rounds = max_rounds
         self.stats = DaemonStats()
+        self.on_round = on_round
+        self._times = {"train_s": 0.0, "crypto_s": 0.0, "network_s": 0.0}
+        self._bytes_up = 0
+        self._info: dict[str, object] = {}
         self._machine: ClientMachine | PlainClient | None = None
         self._round = -1
 
@@ -104,10 +111,16 @@ class Daemon:
         machine = self._machine
         if machine is None:
             return
-        for out in machine.handle(msg):  # type: ignore[arg-type]
+        start = time.perf_counter()
+        replies = machine.handle(msg)  # type: ignore[arg-type]
+        self._times["crypto_s"] += time.perf_counter() - start
+        for out in replies:
             fault_point(f"before_send_{type(out).__name__}", self._round)
+            start = time.perf_counter()
             try:
                 self.transport.send(out)
+                self._times["network_s"] += time.perf_counter() - start
+                self._bytes_up += _wire_size(out)
             except grpc.RpcError as exc:
                 # Final refusals (after retries): e.g. ALREADY_EXISTS when this daemon
                 # restarted mid-session with new keys. Never re-mask: leave the session.
@@ -116,6 +129,7 @@ class Daemon:
         if machine.phase is ClientPhase.COMPLETED:
             self.stats.rounds_completed.append(self._round)
             log.info("client %d: round %d completed", self.client_id, self._round)
+            self._report()
             self._machine = None
         elif machine.phase is ClientPhase.ABORTED:
             self.stats.rounds_aborted.append((self._round, machine.abort_reason or ""))
@@ -138,16 +152,40 @@ class Daemon:
                 roster=self.roster,
                 policy=self.policy,
             )
+        self._times = dict.fromkeys(self._times, 0.0)
+        self._bytes_up = 0
+        start = time.perf_counter()
         raw = self.transport.model(config.round)
+        self._times["network_s"] += time.perf_counter() - start
         model = np.frombuffer(raw, dtype="<f4")
+        start = time.perf_counter()
         update = self.trainer(model.copy(), config.round)
+        self._times["train_s"] += time.perf_counter() - start
+        self._info = dict(getattr(self.trainer, "last", None) or {})
         digest = model_hash(raw)
+        start = time.perf_counter()
         if update.levels is not None:
             machine.set_levels(update.levels, weight=update.weight, model_hash=digest)
         else:
             assert update.vector is not None
             machine.set_input(update.vector, weight=update.weight, model_hash=digest)
+        self._times["crypto_s"] += time.perf_counter() - start
         self._machine = machine
+
+    def _report(self) -> None:
+        """Hand this round's local figures to ``on_round`` (they stay on the client)."""
+        if self.on_round is None:
+            return
+        record: dict[str, object] = {
+            "client": self.client_id,
+            "round": self._round,
+            **self._times,
+            "bytes_up": self._bytes_up,
+        }
+        loss = self._info.get("loss")
+        if isinstance(loss, int | float):
+            record["loss"] = float(loss)
+        self.on_round(record)
 
     def _close_round(self) -> None:
         self._machine = None
@@ -156,3 +194,10 @@ class Daemon:
         self.stats.rounds_aborted.append((self._round, reason))
         log.warning("client %d: leaving round %d: %s", self.client_id, self._round, reason)
         self._machine = None
+
+
+def _wire_size(msg: object) -> int:
+    """Bytes this message puts on the wire (the masked vector dominates)."""
+    if isinstance(msg, MaskedInput):
+        return len(msg.payload)
+    return int(codec.client_to_proto(msg).ByteSize())  # type: ignore[arg-type]

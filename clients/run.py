@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from clients.daemon import Daemon, DaemonStats
+import numpy as np
+
+from clients.daemon import Daemon, DaemonStats, RoundReport, Trainer
 from clients.settings import ClientSettings
-from clients.training.synthetic import SyntheticTrainer
+from clients.training.synthetic import LocalUpdate, SyntheticTrainer
 from clients.transport import Transport, client_credentials, open_channel
 from protocol.config import ClientPolicy
 from protocol.roster import parse_roster
@@ -36,13 +39,61 @@ def run_client(settings: ClientSettings) -> DaemonStats:
     daemon = Daemon(
         settings.id,
         Transport(channel, settings.id),
-        SyntheticTrainer(settings.id, weight=settings.weight, exact=settings.exact_levels),
+        make_trainer(settings),
         signing_key=signing,
         roster=roster,
         policy=policy,
         poll_timeout=settings.poll_timeout_s,
+        on_round=_metrics_writer(settings.metrics_file),
     )
     try:
         return daemon.run()
     finally:
         channel.close()
+
+
+def make_trainer(settings: ClientSettings) -> Trainer:
+    """The training hook the settings name (torch is imported only for ``face``)."""
+    trainer: Trainer
+    if settings.trainer == "face":
+        from clients.training.face_trainer import FaceTrainer, FaceTrainingSettings
+
+        trainer = FaceTrainer(settings.id, FaceTrainingSettings(**settings.training))
+    else:
+        trainer = SyntheticTrainer(settings.id, weight=settings.weight, exact=settings.exact_levels)
+    if settings.dump_updates_dir:
+        return _Dumping(trainer, Path(settings.dump_updates_dir))
+    return trainer
+
+
+class _Dumping:
+    """Writes each plaintext update to the client's own disk (debugging, demo parity)."""
+
+    def __init__(self, inner: Trainer, folder: Path) -> None:
+        self.inner = inner
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def last(self) -> object:
+        return getattr(self.inner, "last", None)
+
+    def __call__(self, model: np.ndarray, round_: int) -> LocalUpdate:
+        update = self.inner(model, round_)
+        if update.vector is not None:
+            np.save(self.folder / f"update-{round_:06d}.npy", update.vector)
+            (self.folder / f"weight-{round_:06d}.txt").write_text(str(update.weight))
+        return update
+
+
+def _metrics_writer(path: str) -> RoundReport | None:
+    if not path:
+        return None
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(record: dict[str, object]) -> None:
+        with target.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    return write

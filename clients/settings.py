@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from secagg.errors import ParameterError
+
+TRAINERS = ("synthetic", "face")
 
 
 @dataclass(frozen=True)
@@ -24,14 +26,24 @@ class ClientSettings:
     poll_timeout_s: float = 30.0
     colluders: int = -1  # -1: the default policy (fewer than a third of the cohort)
     allow_plain: bool = False  # plain rounds send the update in the clear (benchmarks only)
+    # trainer = "face": the [client.training] table (clients/training/face_trainer.py).
+    training: dict[str, Any] = field(default_factory=dict)
+    # This client's own per-round figures (loss, train/crypto/network seconds, bytes up)
+    # as JSON lines on its own disk; "" = off. Nothing here is sent to the aggregator.
+    metrics_file: str = ""
+    # Debugging and the demo's parity check only: also write each round's plaintext
+    # update to this client's own folder. "" = off.
+    dump_updates_dir: str = ""
 
     def __post_init__(self) -> None:
         if self.id < 1:
             raise ParameterError("client id must be a positive roster id")
         if not self.insecure and not self.pki_dir:
             raise ParameterError("pki_dir is required unless insecure = true (development only)")
-        if self.trainer != "synthetic":
-            raise ParameterError(f"unknown trainer {self.trainer!r} (available: synthetic)")
+        if self.trainer not in TRAINERS:
+            raise ParameterError(f"unknown trainer {self.trainer!r} (available: {TRAINERS})")
+        if self.training and self.trainer != "face":
+            raise ParameterError('a [client.training] table needs trainer = "face"')
 
 
 def load_client_settings(path: str | Path | None, **overrides: Any) -> ClientSettings:
@@ -48,6 +60,7 @@ def load_client_settings(path: str | Path | None, **overrides: Any) -> ClientSet
     if unknown:
         raise ParameterError(f"unknown client settings: {sorted(unknown)}")
     merged = {**section, **{k: v for k, v in overrides.items() if v is not None}}
-    if merged.get("pki_dir") and not Path(merged["pki_dir"]).is_absolute():
-        merged["pki_dir"] = str(base / merged["pki_dir"])
+    for key in ("pki_dir", "metrics_file", "dump_updates_dir"):
+        if merged.get(key) and not Path(merged[key]).is_absolute():
+            merged[key] = str(base / merged[key])
     return ClientSettings(**merged)
