@@ -49,9 +49,11 @@ class DemoOptions:
     mode: str = "secagg"
     algorithm: str = "fedavg"
     trainer: str = "face"
-    data: str = "synthetic:48:8"  # face trainer: any dataset spec (folder, .npz, orl)
-    test_identities: int = 12
-    local_epochs: int = 2
+    # Face trainer: any dataset spec (folder, .npz, orl). 350 training identities over
+    # 4 clients: verification on the 50 held out climbs from ~0.71 to ~0.87 in 5 rounds.
+    data: str = "synthetic:400:8"
+    test_identities: int = 50
+    local_epochs: int = 1
     image_size: int = 32
     dim: int = 20_000  # synthetic trainer only (the face model fixes its own size)
     kill: bool = True
@@ -131,7 +133,8 @@ def face_settings(options: DemoOptions) -> Any:
         local_epochs=options.local_epochs,
         clip=CLIP,
         seed=options.seed,
-        device="cpu",
+        device="auto",
+        threads=1,  # the daemons share this machine's cores
     )
 
 
@@ -158,7 +161,9 @@ def _setup(options: DemoOptions, run_dir: Path) -> tuple[dict[str, Any], dict[st
         "rounds": options.rounds,
         "phase_timeout_s": options.phase_timeout_s,
         "train_timeout_s": options.train_timeout_s,
-        "start_timeout_s": 3.0,
+        # A round starts once every client is present; this only bounds the wait for
+        # one that never comes (face daemons need a few seconds to load torch and data).
+        "start_timeout_s": 3.0 if options.trainer == "synthetic" else 60.0,
         "poll_wait_s": 1.0,
         "clip": CLIP,
         "levels": LEVELS,

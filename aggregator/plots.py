@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 PHASES = ("advertise", "share", "masked", "consistency", "unmask")
 
@@ -79,6 +80,7 @@ def metric_per_round(
     ax.plot(xs, values, marker="o", label=label)
     if bound is not None:
         ax.plot(xs, bound, color="red", linestyle="--", label="bound")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel(label)
     ax.legend(fontsize=8)

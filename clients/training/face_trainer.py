@@ -53,6 +53,7 @@ class FaceTrainingSettings:
     heterogeneity: float = 0.0
     seed: int = 0
     device: str = "auto"
+    threads: int = 0  # CPU threads for torch; 0 = torch's default (all cores)
 
     def __post_init__(self) -> None:
         if self.shards < 0 or self.test_identities < 0:
@@ -135,6 +136,8 @@ class FaceTrainer:
                 f"{self.settings.backbone} has {spec.size}"
             )
         s = self.settings
+        if s.threads:  # e.g. several daemons sharing one machine (the demo)
+            torch.set_num_threads(s.threads)
         device = resolve_device(s.device)
         start = time.perf_counter()
         theta = model.astype(np.float64)
