@@ -16,16 +16,17 @@ quantised integers, exactly. Keys are per session.
 Threat model: a curious or malicious server cannot decrypt (no key) nor
 inject keys (signed joins); it can drop or withhold uploads, as in any
 aggregation. A client colluding with the server exposes every upload (all
-clients share the key); the masked hybrid (BFV plaintexts with pairwise
-masks) closes that, and is not built yet.
+clients share the key); the masked hybrid (:mod:`protocol.he_masked`, BFV
+plaintexts with pairwise masks) closes that and reuses the key ceremony
+below (:class:`KeyCeremonyClient`, :class:`KeyCeremonyServer`).
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -43,7 +44,13 @@ from protocol.errors import (
 from protocol.messages import EncryptedShare, RoundComplete, ServerAbort
 from secagg import he
 from secagg.encoding import Field, encode
-from secagg.errors import DecryptionError, InvalidKey, InvalidSignature, ParameterError
+from secagg.errors import (
+    DecryptionError,
+    InvalidKey,
+    InvalidSignature,
+    ParameterError,
+    SecAggError,
+)
 from secagg.primitives import aead
 from secagg.primitives.kdf import derive_key
 from secagg.primitives.signing import SigningKey, sign, verify
@@ -209,6 +216,191 @@ def _aad(session: bytes, holder: int, to: int) -> bytes:
     return encode("he-key-transport", session, holder, to)
 
 
+# ---------------------------------------------------------------- key ceremony
+
+
+class CeremonyFailed(SecAggError):
+    """A deviation seen during the key ceremony; the client aborts with this reason."""
+
+
+class KeyCeremonyClient:
+    """One client's side of the key ceremony: a signed join, the checked join list, the key.
+
+    The key holder creates the session's context when the join list arrives
+    and seals its secret bytes to every other joined client; the others open
+    theirs from the bundle. ``context`` holds the secret context once known.
+    """
+
+    def __init__(
+        self,
+        client_id: int,
+        config: HEConfig,
+        *,
+        rng: RandomSource,
+        signing_key: SigningKey,
+        roster: Mapping[int, bytes],
+    ) -> None:
+        self.client_id = client_id
+        self.config = config
+        self.context: he.HEContext | None = None
+        self.session = b""
+        self._rng = rng
+        self._signing = signing_key
+        self._roster = dict(roster)
+        self._pair: X25519KeyPair | None = x25519_keypair(rng)
+        self._joins: dict[int, HEJoin] = {}
+
+    def join(self) -> HEJoin:
+        """The signed join message (a fresh X25519 key for receiving the HE key)."""
+        assert self._pair is not None
+        public = self._pair.public
+        signature = sign(self._signing, *join_fields(self.config, self.client_id, public))
+        return HEJoin(self.client_id, self.config.round, public, signature)
+
+    def on_keys(self, msg: HEKeys) -> HEKeyDelivery | None:
+        """Check every join; the key holder answers with the sealed key, others with None."""
+        config, pair = self.config, self._pair
+        if pair is None or self.session:
+            raise CeremonyFailed("unexpected join list")
+        ids = [j.client for j in msg.joins]
+        if len(set(ids)) != len(ids) or any(c not in config.clients for c in ids):
+            raise CeremonyFailed("join list is malformed")
+        mine = [j for j in msg.joins if j.client == self.client_id]
+        if len(mine) != 1 or mine[0].public != pair.public:
+            raise CeremonyFailed("join list omits or alters this client's key")
+        if config.key_holder not in ids or len(ids) < min(len(config.clients), MIN_CONTRIBUTORS):
+            raise CeremonyFailed("too few clients joined, or the key holder is missing")
+        for j in msg.joins:
+            public = self._roster.get(j.client)
+            if public is None or len(j.public) != KEY_BYTES:
+                raise CeremonyFailed(f"client {j.client} is not on the roster or sent a bad key")
+            try:
+                verify(public, j.signature, *join_fields(config, j.client, j.public))
+            except InvalidSignature:
+                raise CeremonyFailed(f"bad join signature from client {j.client}") from None
+        self._joins = {j.client: j for j in msg.joins}
+        self.session = he_session_id(config, msg.joins)
+        if self.client_id != config.key_holder:
+            return None
+        ctx = he.make_context(config.params)
+        secret = he.secret_bytes(ctx)
+        sealed = []
+        for peer in sorted(self._joins):
+            if peer == self.client_id:
+                continue
+            try:
+                key = _transport_key(
+                    pair, self._joins[peer].public, self.session, self.client_id, peer
+                )
+            except InvalidKey:
+                raise CeremonyFailed(f"client {peer} joined with an invalid key") from None
+            aad = _aad(self.session, self.client_id, peer)
+            sealed.append(
+                EncryptedShare(self.client_id, peer, aead.seal(key, secret, aad=aad, rng=self._rng))
+            )
+        self.context = ctx
+        self._pair = None  # the transport key has done its job
+        return HEKeyDelivery(self.client_id, config.round, he.public_bytes(ctx), tuple(sealed))
+
+    def on_bundle(self, msg: HEKeyBundle) -> None:
+        """Open this client's sealed copy of the secret context."""
+        config, pair = self.config, self._pair
+        if self.client_id == config.key_holder:
+            raise CeremonyFailed("the key holder needs no key bundle")
+        if pair is None or not self.session or self.context is not None:
+            raise CeremonyFailed("unexpected key bundle")
+        holder = config.key_holder
+        try:
+            key = _transport_key(
+                pair, self._joins[holder].public, self.session, holder, self.client_id
+            )
+            secret = aead.open_sealed(
+                key, msg.sealed, aad=_aad(self.session, holder, self.client_id)
+            )
+            self.context = he.load_secret(secret, config.params)
+        except (DecryptionError, InvalidKey, ParameterError, he.InvalidCiphertext):
+            raise CeremonyFailed("the HE key could not be opened") from None
+        self._pair = None
+
+    def clear(self) -> None:
+        """Drop the secret key and the transport key (best effort in Python)."""
+        self.context = None
+        self._pair = None
+
+
+class KeyCeremonyServer:
+    """The aggregator's side of the key ceremony: it checks and relays, and keeps no secret.
+
+    ``public`` is the keyless context the key holder delivered (for summing).
+    """
+
+    def __init__(self, config: HEConfig, *, roster: Mapping[int, bytes]) -> None:
+        self.config = config
+        self.joins: dict[int, HEJoin] = {}
+        self.delivery: HEKeyDelivery | None = None
+        self.public: he.HEContext | None = None
+        self.session = b""
+        self._roster = dict(roster)
+        self._closed = False
+
+    def on_join(self, client: int, msg: HEJoin) -> None:
+        """Accept a signed join (an identical retry is a no-op)."""
+        if client in self.joins:
+            if self.joins[client] != msg:
+                raise ConflictingMessage(f"client {client} joined twice with different keys")
+            return
+        if self._closed:
+            raise WrongPhase("joins are closed")
+        try:
+            verify(
+                self._roster[client], msg.signature, *join_fields(self.config, client, msg.public)
+            )
+        except (InvalidSignature, KeyError):
+            raise AuthenticationFailed(f"bad join signature from client {client}") from None
+        self.joins[client] = msg
+
+    def close_joins(self, among: Collection[int] | None = None) -> tuple[HEJoin, ...] | None:
+        """Fix the join list and the session id; None if too few joined or no key holder.
+
+        ``among`` keeps only those clients' joins (the hybrid mode: SecAgg's U1).
+        """
+        needed = min(len(self.config.clients), MIN_CONTRIBUTORS)
+        if among is not None:
+            self.joins = {c: j for c, j in self.joins.items() if c in among}
+        joins = tuple(self.joins[c] for c in sorted(self.joins))
+        if len(joins) < needed or self.config.key_holder not in self.joins:
+            return None
+        self._closed = True
+        self.session = he_session_id(self.config, joins)
+        return joins
+
+    def on_delivery(self, msg: HEKeyDelivery) -> None:
+        """Check the holder's delivery: one sealed key per joined client, a keyless context."""
+        if self.delivery is not None:
+            if self.delivery != msg:
+                raise ConflictingMessage("a second, different key delivery")
+            return
+        if not self._closed:
+            raise WrongPhase("the join list is not fixed yet")
+        want = set(self.joins) - {self.config.key_holder}
+        if {s.recipient for s in msg.sealed} != want or len(msg.sealed) != len(want):
+            raise InvalidMessage("the key delivery must address every joined client once")
+        if any(s.sender != self.config.key_holder for s in msg.sealed):
+            raise InvalidMessage("sealed keys must name the key holder as sender")
+        try:
+            public = he.load_public(msg.public_context, self.config.params)
+        except (ParameterError, he.InvalidCiphertext) as exc:
+            raise InvalidMessage(f"public context rejected: {exc}") from None
+        self.public = public
+        self.delivery = msg
+
+    def bundles(self) -> list[tuple[int, HEKeyBundle]]:
+        """Each recipient's sealed key, as delivered."""
+        if self.delivery is None:
+            return []
+        return [(s.recipient, HEKeyBundle(s.ciphertext)) for s in self.delivery.sealed]
+
+
 # ---------------------------------------------------------------- client
 
 
@@ -248,10 +440,7 @@ class HEClientMachine:
         self._signing = signing_key
         self._roster = dict(roster)
         self._config: HEConfig | None = None
-        self._pair: X25519KeyPair | None = None
-        self._joins: dict[int, HEJoin] = {}
-        self._session = b""
-        self._ctx: he.HEContext | None = None
+        self._keys: KeyCeremonyClient | None = None
         self._input: tuple[np.ndarray, int, bytes] | None = None
 
     def set_input(self, vector: np.ndarray, *, weight: int, model_hash: bytes) -> None:
@@ -279,14 +468,14 @@ class HEClientMachine:
                     self._on_result(msg)
                     return []
             raise _Abort(f"unexpected {type(msg).__name__} in phase {self.phase.value}")
-        except _Abort as exc:
+        except (_Abort, CeremonyFailed) as exc:
             self._end(HEPhase.ABORTED, str(exc))
             return []
 
     def _end(self, phase: HEPhase, reason: str | None) -> None:
         self.phase, self.abort_reason = phase, reason
-        self._ctx = None  # the secret key goes with the session (best effort in Python)
-        self._pair = None
+        if self._keys is not None:
+            self._keys.clear()  # the secret key goes with the session (best effort in Python)
 
     def _on_start(self, config: HEConfig) -> list[HEClientMessage]:
         if self.client_id not in config.clients:
@@ -298,78 +487,32 @@ class HEClientMachine:
         if self._signing is None:
             raise _Abort("HE rounds need a signing key and a roster")
         self._config = config
-        self._pair = x25519_keypair(self._rng)
-        signature = sign(self._signing, *join_fields(config, self.client_id, self._pair.public))
+        self._keys = KeyCeremonyClient(
+            self.client_id, config, rng=self._rng, signing_key=self._signing, roster=self._roster
+        )
         self.phase = HEPhase.JOIN
-        return [HEJoin(self.client_id, config.round, self._pair.public, signature)]
+        return [self._keys.join()]
 
     def _on_keys(self, msg: HEKeys) -> list[HEClientMessage]:
-        config, pair = self._config, self._pair
-        assert config is not None and pair is not None
-        ids = [j.client for j in msg.joins]
-        if len(set(ids)) != len(ids) or any(c not in config.clients for c in ids):
-            raise _Abort("join list is malformed")
-        mine = [j for j in msg.joins if j.client == self.client_id]
-        if len(mine) != 1 or mine[0].public != pair.public:
-            raise _Abort("join list omits or alters this client's key")
-        if config.key_holder not in ids or len(ids) < min(len(config.clients), MIN_CONTRIBUTORS):
-            raise _Abort("too few clients joined, or the key holder is missing")
-        for j in msg.joins:
-            public = self._roster.get(j.client)
-            if public is None or len(j.public) != KEY_BYTES:
-                raise _Abort(f"client {j.client} is not on the roster or sent a bad key")
-            try:
-                verify(public, j.signature, *join_fields(config, j.client, j.public))
-            except InvalidSignature:
-                raise _Abort(f"bad join signature from client {j.client}") from None
-        self._joins = {j.client: j for j in msg.joins}
-        self._session = he_session_id(config, msg.joins)
+        assert self._keys is not None
+        delivery = self._keys.on_keys(msg)
         self.phase = HEPhase.KEYS
-        if self.client_id != config.key_holder:
+        if delivery is None:
             return []
-        ctx = he.make_context(config.params)
-        secret = he.secret_bytes(ctx)
-        sealed = []
-        for peer in sorted(self._joins):
-            if peer == self.client_id:
-                continue
-            try:
-                key = _transport_key(
-                    pair, self._joins[peer].public, self._session, self.client_id, peer
-                )
-            except InvalidKey:
-                raise _Abort(f"client {peer} joined with an invalid key") from None
-            aad = _aad(self._session, self.client_id, peer)
-            sealed.append(
-                EncryptedShare(self.client_id, peer, aead.seal(key, secret, aad=aad, rng=self._rng))
-            )
-        self._ctx = ctx
-        delivery = HEKeyDelivery(self.client_id, config.round, he.public_bytes(ctx), tuple(sealed))
         return [delivery, *self._upload()]
 
     def _on_bundle(self, msg: HEKeyBundle) -> list[HEClientMessage]:
-        config, pair = self._config, self._pair
-        assert config is not None and pair is not None
-        if self.client_id == config.key_holder:
-            raise _Abort("the key holder needs no key bundle")
-        holder = config.key_holder
-        try:
-            key = _transport_key(
-                pair, self._joins[holder].public, self._session, holder, self.client_id
-            )
-            secret = aead.open_sealed(
-                key, msg.sealed, aad=_aad(self._session, holder, self.client_id)
-            )
-            self._ctx = he.load_secret(secret, config.params)
-        except (DecryptionError, InvalidKey, ParameterError, he.InvalidCiphertext):
-            raise _Abort("the HE key could not be opened") from None
+        assert self._keys is not None
+        self._keys.on_bundle(msg)
         return self._upload()
 
     def _upload(self) -> list[HEClientMessage]:
-        config, ctx, inp = self._config, self._ctx, self._input
+        config, inp = self._config, self._input
+        ctx = self._keys.context if self._keys is not None else None
         assert (
             config is not None and ctx is not None and inp is not None and self._signing is not None
         )
+        assert self._keys is not None
         vector, weight, _ = inp
         clipped = np.clip(vector, -config.clip, config.clip)
         if config.scheme == "ckks":
@@ -379,12 +522,13 @@ class HEClientMachine:
             values = np.append(levels.astype(np.int64) * weight, weight)
             blobs = he.encrypt_ints(ctx, values)
         signed = tuple(blobs)
-        signature = sign(self._signing, *upload_fields(self._session, self.client_id, signed))
+        signature = sign(self._signing, *upload_fields(self._keys.session, self.client_id, signed))
         self.phase = HEPhase.RESULT
         return [HEUpload(self.client_id, config.round, signed, signature)]
 
     def _on_result(self, msg: HEResult) -> None:
-        config, ctx = self._config, self._ctx
+        config = self._config
+        ctx = self._keys.context if self._keys is not None else None
         assert config is not None and ctx is not None
         contributors = len(msg.contributors)
         if self.client_id not in msg.contributors or contributors < min(
@@ -422,13 +566,6 @@ class HEClientMachine:
 # ---------------------------------------------------------------- server
 
 
-@dataclass
-class _Received:
-    joins: dict[int, HEJoin] = field(default_factory=dict)
-    delivery: HEKeyDelivery | None = None
-    uploads: dict[int, bytes] = field(default_factory=dict)  # client -> digest
-
-
 class HEServerMachine:
     """The aggregator's side: relays keys, sums ciphertexts, never holds a secret key."""
 
@@ -438,16 +575,15 @@ class HEServerMachine:
         self.abort_reason: str | None = None
         self.excluded: dict[int, str] = {}
         self._roster = dict(roster)
-        self._got = _Received()
-        self._session = b""
-        self._public: he.HEContext | None = None
+        self._keys = KeyCeremonyServer(config, roster=roster)
+        self._uploads: dict[int, bytes] = {}  # client -> digest
         self._sum: he.CiphertextSum | None = None
         self.result_blobs: tuple[bytes, ...] | None = None
 
     @property
     def contributors(self) -> tuple[int, ...]:
         """Clients whose upload is in the sum."""
-        return tuple(sorted(self._got.uploads))
+        return tuple(sorted(self._uploads))
 
     def start(self) -> list[tuple[int, HEServerMessage]]:
         """Announce the round."""
@@ -465,9 +601,11 @@ class HEServerMachine:
             raise WrongPhase("stale round, or a client no longer in the round")
         match (self.phase, msg):
             case (HEPhase.JOIN, HEJoin()):
-                self._on_join(client, msg)
+                self._keys.on_join(client, msg)
             case (HEPhase.KEYS, HEKeyDelivery()) if client == self.config.key_holder:
-                self._on_delivery(msg)
+                self._keys.on_delivery(msg)
+                assert self._keys.public is not None
+                self._sum = he.CiphertextSum(self._keys.public, length=self.config.length)
             case (HEPhase.KEYS, HEUpload()) if client == self.config.key_holder:
                 self._on_upload(client, msg)  # the holder uploads with its delivery
             case (HEPhase.UPLOAD, HEUpload()):
@@ -477,49 +615,20 @@ class HEServerMachine:
                     f"{type(msg).__name__} is not accepted in phase {self.phase.value}"
                 )
 
-    def _on_join(self, client: int, msg: HEJoin) -> None:
-        if client in self._got.joins:
-            if self._got.joins[client] != msg:
-                raise ConflictingMessage(f"client {client} joined twice with different keys")
-            return
-        try:
-            verify(
-                self._roster[client], msg.signature, *join_fields(self.config, client, msg.public)
-            )
-        except (InvalidSignature, KeyError):
-            raise AuthenticationFailed(f"bad join signature from client {client}") from None
-        self._got.joins[client] = msg
-
-    def _on_delivery(self, msg: HEKeyDelivery) -> None:
-        if self._got.delivery is not None:
-            if self._got.delivery != msg:
-                raise ConflictingMessage("a second, different key delivery")
-            return
-        want = set(self._got.joins) - {self.config.key_holder}
-        if {s.recipient for s in msg.sealed} != want or len(msg.sealed) != len(want):
-            raise InvalidMessage("the key delivery must address every joined client once")
-        try:
-            public = he.load_public(msg.public_context, self.config.params)
-        except (ParameterError, he.InvalidCiphertext) as exc:
-            raise InvalidMessage(f"public context rejected: {exc}") from None
-        self._public = public
-        self._sum = he.CiphertextSum(public, length=self.config.length)
-        self._got.delivery = msg
-
     def _on_upload(self, client: int, msg: HEUpload) -> None:
         digest = hashlib.sha256(encode(*msg.blobs)).digest()
-        if client in self._got.uploads:
-            if self._got.uploads[client] != digest:
+        if client in self._uploads:
+            if self._uploads[client] != digest:
                 self.excluded[client] = "sent a conflicting second upload"
                 raise ConflictingMessage(f"client {client} already uploaded something else")
             return
-        if client not in self._got.joins or self._sum is None:
+        if client not in self._keys.joins or self._sum is None:
             raise WrongPhase("no key has been delivered for this client yet")
         try:
             verify(
                 self._roster[client],
                 msg.signature,
-                *upload_fields(self._session, client, msg.blobs),
+                *upload_fields(self._keys.session, client, msg.blobs),
             )
         except (InvalidSignature, KeyError):
             raise AuthenticationFailed(f"bad upload signature from client {client}") from None
@@ -528,37 +637,35 @@ class HEServerMachine:
         except he.InvalidCiphertext as exc:
             self.excluded[client] = f"invalid ciphertext: {exc}"
             raise InvalidMessage(f"invalid ciphertext from client {client}: {exc}") from None
-        self._got.uploads[client] = digest
+        self._uploads[client] = digest
 
     def ready_to_advance(self) -> bool:
         """Everyone expected answered."""
         if self.phase is HEPhase.JOIN:
-            return set(self._got.joins) == set(self.config.clients)
+            return set(self._keys.joins) == set(self.config.clients)
         if self.phase is HEPhase.KEYS:
-            return self._got.delivery is not None
+            return self._keys.delivery is not None
         if self.phase is HEPhase.UPLOAD:
-            return set(self._got.uploads) == set(self._got.joins) - set(self.excluded)
+            return set(self._uploads) == set(self._keys.joins) - set(self.excluded)
         return False
 
     def advance(self) -> list[tuple[int, HEServerMessage]]:
         """Close the phase (the host decides when: all answered, or a deadline)."""
-        needed = min(len(self.config.clients), MIN_CONTRIBUTORS)
         if self.phase is HEPhase.JOIN:
-            joins = tuple(self._got.joins[c] for c in sorted(self._got.joins))
-            if len(joins) < needed or self.config.key_holder not in self._got.joins:
+            joins = self._keys.close_joins()
+            if joins is None:
                 return self._abort("too few clients joined, or the key holder is missing")
-            self._session = he_session_id(self.config, joins)
             self.phase = HEPhase.KEYS
             return [(j.client, HEKeys(joins)) for j in joins]
         if self.phase is HEPhase.KEYS:
-            delivery = self._got.delivery
-            if delivery is None:
+            if self._keys.delivery is None:
                 return self._abort("the key holder did not deliver the key")
             self.phase = HEPhase.UPLOAD
-            return [(s.recipient, HEKeyBundle(s.ciphertext)) for s in delivery.sealed]
+            return list(self._keys.bundles())
         if self.phase is HEPhase.UPLOAD:
-            if len(self._got.uploads) < needed or self._sum is None:
-                return self._abort(f"only {len(self._got.uploads)} uploads, need {needed}")
+            needed = min(len(self.config.clients), MIN_CONTRIBUTORS)
+            if len(self._uploads) < needed or self._sum is None:
+                return self._abort(f"only {len(self._uploads)} uploads, need {needed}")
             self.result_blobs = tuple(self._sum.result())
             self.phase = HEPhase.COMPLETED
             contributors = self.contributors

@@ -8,7 +8,9 @@ the host owns the clock. Clients that did not answer by then are dropouts.
 Below t survivors the round aborts and every remaining client is told.
 
 Masked inputs are summed as they arrive, so memory is one accumulator, not
-one vector per client.
+one vector per client. :meth:`ServerMachine.receive_masked` also takes the
+payload from a :class:`PayloadSource` and sums it slice by slice, so a host
+that spools uploads to disk never holds a whole vector in memory.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import enum
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -59,6 +62,45 @@ from secagg.primitives.x25519 import KEY_BYTES, X25519KeyPair, x25519_public
 from secagg.quantization import Quantizer, dequantize_sum
 
 Outgoing = list[tuple[int, ServerMessage]]
+#: Masked inputs are unpacked and summed this many 64-value groups at a time
+#: (131,072 values: a few MiB of temporaries, whatever the model size).
+SLICE_GROUPS = 2048
+
+
+class PayloadSource(Protocol):
+    """A masked payload the host holds outside memory (an upload spooled to disk)."""
+
+    @property
+    def length(self) -> int:
+        """Bytes in the payload."""
+        ...
+
+    @property
+    def sha256(self) -> bytes:
+        """SHA-256 of the whole payload (the host computed it while receiving)."""
+        ...
+
+    def read(self, offset: int, size: int) -> bytes:
+        """``size`` bytes from ``offset`` (fewer only past the end)."""
+        ...
+
+
+@dataclass(frozen=True)
+class _InMemory:
+    """A payload already in memory, read through the same slices."""
+
+    data: bytes
+
+    @property
+    def length(self) -> int:
+        return len(self.data)
+
+    @property
+    def sha256(self) -> bytes:
+        return hashlib.sha256(self.data).digest()
+
+    def read(self, offset: int, size: int) -> bytes:
+        return self.data[offset : offset + size]
 
 
 class ServerPhase(enum.Enum):
@@ -173,6 +215,18 @@ class ServerMachine:
 
     def receive(self, client: int, msg: ClientMessage) -> None:
         """Accept one message from authenticated ``client``, or raise why not."""
+        payload = _InMemory(msg.payload) if isinstance(msg, MaskedInput) else None
+        self._receive(client, msg, payload)
+
+    def receive_masked(self, client: int, round_: int, payload: PayloadSource) -> None:
+        """:meth:`receive` for a masked input whose payload is read in slices.
+
+        Same checks, same outcome, same idempotency (an identical retry through
+        either method is a no-op), but memory stays at a few MiB per call.
+        """
+        self._receive(client, MaskedInput(client, round_, b""), payload)
+
+    def _receive(self, client: int, msg: ClientMessage, payload: PayloadSource | None) -> None:
         if self.phase is ServerPhase.ABORTED:
             raise RoundAborted(f"round {self.config.round} was aborted: {self.abort_reason}")
         if self.phase is ServerPhase.COMPLETED:
@@ -187,7 +241,7 @@ class ServerMachine:
         if client not in self._expected:
             raise WrongPhase(f"client {client} did not take part in the previous phase")
         record = self._phases[self.phase]
-        digest = _digest(msg)
+        digest = _masked_digest(payload.sha256) if payload is not None else _digest(msg)
         if client in record.digests:
             if record.digests[client] == digest:
                 return  # an identical retry: already accepted, nothing changes
@@ -196,7 +250,10 @@ class ServerMachine:
                 f"client {client} already sent a different {expected.__name__}"
             )
         try:
-            self._validate_and_apply(client, msg)
+            if payload is not None:
+                self._add_masked(payload)
+            else:
+                self._validate_and_apply(client, msg)
         except ProtocolError as exc:
             self.excluded[client] = str(exc)
             raise
@@ -272,22 +329,34 @@ class ServerMachine:
                     *ses.commitment_fields(self._session, client, msg.self_mask_commitment),
                 )
             case MaskedInput():
-                expected = packed_size(self.config.vector_length, self.config.modulus_bits)
-                if len(msg.payload) != expected:
-                    raise InvalidMessage(
-                        f"masked input has {len(msg.payload)} bytes, expected {expected}"
-                    )
-                try:
-                    values = unpack(
-                        msg.payload, self.config.vector_length, self.config.modulus_bits
-                    )
-                except ParameterError as exc:
-                    raise InvalidMessage(str(exc)) from None
-                add_into(self._sum, values.astype(self._sum.dtype), self.config.modulus_bits)
+                self._add_masked(_InMemory(msg.payload))
             case ConsistencySignature():
                 self._verify(client, msg.signature, *ses.survivors_fields(self._session, self._u3))
             case UnmaskShares():
                 self._check_unmask_shares(client, msg)
+
+    def _add_masked(self, payload: PayloadSource) -> None:
+        """Check the packed length and padding, then sum the payload slice by slice.
+
+        Every check that can fail runs before the first slice is added, so a
+        rejected payload never leaves part of itself in the sum.
+        """
+        length, bits = self.config.vector_length, self.config.modulus_bits
+        expected = packed_size(length, bits)
+        if payload.length != expected:
+            raise InvalidMessage(f"masked input has {payload.length} bytes, expected {expected}")
+        used = length * bits % 8
+        if used and payload.read(expected - 1, 1)[0] >> used:
+            raise InvalidMessage("non-zero padding bits in packed vector")
+        step = SLICE_GROUPS * 64  # whole 64-value groups: every slice starts on a byte
+        for start in range(0, length, step):
+            count = min(step, length - start)
+            data = payload.read(start * bits // 8, packed_size(count, bits))
+            try:
+                values = unpack(data, count, bits)
+            except ParameterError as exc:  # only a short read by the host can get here
+                raise InvalidMessage(str(exc)) from None
+            add_into(self._sum[start : start + count], values.astype(self._sum.dtype), bits)
 
     def _check_unmask_shares(self, client: int, msg: UnmaskShares) -> None:
         alive = set(self._u3)
@@ -471,6 +540,29 @@ class ServerMachine:
     def _unmask(self, answered: list[int]) -> AggregateResult:
         config = self.config
         alive = list(self._u3)
+        self_seeds, orphaned = self._recovered_seeds(answered)
+        total = remove_masks(
+            self._sum, bits=config.modulus_bits, self_seeds=self_seeds, orphaned_pairs=orphaned
+        )
+        reduce_mod(total, config.modulus_bits)
+        weight_sum = int(total[config.dim])
+        values = total[: config.dim].astype(np.uint64)
+        if weight_sum > len(alive) * config.max_weight:
+            raise InvalidShare("weight sum exceeds what the survivors can contribute")
+        if values.size and int(values.max()) > (config.levels - 1) * weight_sum:
+            raise InvalidShare("aggregate out of range: a client sent an inconsistent weight")
+        return AggregateResult(values, weight_sum, tuple(alive), config.quantizer)
+
+    def _recovered_seeds(
+        self, answered: list[int]
+    ) -> tuple[list[bytes], list[tuple[int, int, bytes]]]:
+        """Survivors' self-mask seeds, and (survivor, dropped, seed) for every orphaned pair.
+
+        Every rebuilt secret is checked against its commitment or public key
+        (see :meth:`_reconstruct`). Shared with the hybrid HE mode, which expands
+        the same seeds modulo the BFV plain modulus instead of 2^k.
+        """
+        alive = list(self._u3)
         dropped = sorted(set(self._u2) - set(alive))
 
         def seed_ok(owner: int, seed: bytes) -> bool:
@@ -488,20 +580,8 @@ class ServerMachine:
             for u in sorted(self._holders(d) & set(alive) - {d}):
                 shared = pair.exchange(self._u1[u].s_public)
                 orphaned.append((u, d, pairwise_seed(shared, session_id=self._session, u=u, v=d)))
-        total = remove_masks(
-            self._sum,
-            bits=config.modulus_bits,
-            self_seeds=[self_mask_seed(b[u], session_id=self._session, owner=u) for u in alive],
-            orphaned_pairs=orphaned,
-        )
-        reduce_mod(total, config.modulus_bits)
-        weight_sum = int(total[config.dim])
-        values = total[: config.dim].astype(np.uint64)
-        if weight_sum > len(alive) * config.max_weight:
-            raise InvalidShare("weight sum exceeds what the survivors can contribute")
-        if values.size and int(values.max()) > (config.levels - 1) * weight_sum:
-            raise InvalidShare("aggregate out of range: a client sent an inconsistent weight")
-        return AggregateResult(values, weight_sum, tuple(alive), config.quantizer)
+        self_seeds = [self_mask_seed(b[u], session_id=self._session, owner=u) for u in alive]
+        return self_seeds, orphaned
 
 
 def _rebuild_one(coefficients: np.ndarray, stacked: np.ndarray) -> bytes | None:
@@ -529,8 +609,13 @@ def check_sender(
 def _digest(msg: ClientMessage) -> bytes:
     """Identity of a message for idempotency: its full content."""
     if isinstance(msg, MaskedInput):
-        return hashlib.sha256(b"masked" + msg.payload).digest()
+        return _masked_digest(hashlib.sha256(msg.payload).digest())
     return hashlib.sha256(repr(msg).encode()).digest()
+
+
+def _masked_digest(payload_sha256: bytes) -> bytes:
+    """Identity of a masked input, from its payload's SHA-256 (streamed or not)."""
+    return hashlib.sha256(b"masked" + payload_sha256).digest()
 
 
 def _stored(msg: ClientMessage) -> ClientMessage:

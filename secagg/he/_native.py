@@ -233,6 +233,14 @@ class Engine:
         """acc += ct (ciphertext addition)."""
         self._evaluator.add_inplace(acc, ct)
 
+    def add_residues_inplace(self, acc: Native, residues: np.ndarray) -> None:
+        """BFV: acc += N plaintext residues in [0, t); needs no key (the hybrid's mask removal)."""
+        if self.ckks:
+            raise HEParameterError("adding plaintext residues needs a BFV context")
+        plain = seal.Plaintext()
+        self._encoder.encode(residues.tolist(), plain)
+        self._evaluator.add_plain_inplace(acc, plain)
+
     def decrypt_complex(self, ct: Native) -> np.ndarray:
         """N/2 complex slots."""
         self._require_key()

@@ -91,11 +91,12 @@ class CiphertextSum:
     one accumulator plus one upload, however many clients there are.
     """
 
-    __slots__ = ("_acc", "_ctx", "_expected", "count")
+    __slots__ = ("_acc", "_ctx", "_expected", "_length", "count")
 
     def __init__(self, ctx: HEContext, *, length: int) -> None:
         self._ctx = ctx
         self._expected = chunk_count(ctx.params, length)
+        self._length = length
         self._acc: list[_native.Native] = []
         self.count = 0
 
@@ -110,6 +111,26 @@ class CiphertextSum:
             for acc, ct in zip(self._acc, loaded, strict=True):
                 self._ctx.engine.add_inplace(acc, ct)
         self.count += 1
+
+    def add_residues(self, residues: np.ndarray) -> None:
+        """BFV: add a public plaintext vector in [0, t) to the sum, slot by slot, mod t.
+
+        The hybrid mode's mask removal: the server adds the correction it computed
+        from the recovered mask seeds. Plaintext addition leaves the noise as it was.
+        """
+        params = _bfv(self._ctx)
+        if self.count == 0:
+            raise ParameterError("no upload has been added")
+        r = np.asarray(residues)
+        if r.shape != (self._length,) or (r.size and not np.issubdtype(r.dtype, np.integer)):
+            raise ParameterError(f"need {self._length} integer residues")
+        if int(r.min()) < 0 or int(r.max()) >= params.plain_modulus:
+            raise ParameterError("residues must lie in [0, t)")
+        n = params.values_per_ciphertext
+        padded = np.zeros(self._expected * n, dtype=np.uint64)
+        padded[: r.size] = r
+        for c, acc in enumerate(self._acc):
+            self._ctx.engine.add_residues_inplace(acc, padded[c * n : (c + 1) * n])
 
     def result(self) -> list[bytes]:
         """The serialised sum (two polynomials per ciphertext)."""

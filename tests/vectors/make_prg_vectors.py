@@ -22,6 +22,9 @@ Files written:
 - ``derive_key.json``: ``derive_key``, ``pairwise_seed`` and ``self_mask_seed``.
 - ``quantization.json``: ``quantize`` with both roundings.
 - ``masking.json``: one client's ``mask_input``.
+- ``prg_mod.json``: the mask PRG modulo m (``secagg.primitives.prg_mod``), computed
+  here from its definition: AES-256-CTR words of 32 bits (m ≤ 2^32) or 64 bits,
+  rejection of words ≥ ⌊2^W/m⌋·m, the rest reduced mod m.
 """
 
 from __future__ import annotations
@@ -58,6 +61,65 @@ def _reference_prg(seed: bytes, length: int, bits: int) -> list[int]:
         int.from_bytes(stream[i * step : (i + 1) * step], "little") % (1 << bits)
         for i in range(length)
     ]
+
+
+def _reference_prg_mod(seed: bytes, length: int, modulus: int) -> tuple[list[int], int]:
+    """The mod-m PRG by its definition, word by word; also returns how many words it rejected."""
+    width = 32 if modulus <= 1 << 32 else 64
+    limit = ((1 << width) // modulus) * modulus
+    cipher = AES.new(seed, AES.MODE_CTR, nonce=b"", initial_value=0)
+    out: list[int] = []
+    rejected = 0
+    while len(out) < length:
+        word = int.from_bytes(cipher.encrypt(bytes(width // 8)), "little")
+        if word < limit:
+            out.append(word % modulus)
+        else:
+            rejected += 1
+    return out, rejected
+
+
+#: Moduli for prg_mod.json: the BFV plain modulus, small ones, 3·2^30 (a quarter of the
+#: words rejected; naive reduction would be badly biased), powers of two (nothing rejected)
+#: and moduli that take 64-bit words (3·2^60: a sixteenth rejected).
+PRG_MOD_MODULI = (
+    1_073_692_673,
+    2,
+    7,
+    3 << 30,
+    1 << 32,
+    (1 << 32) + 15,
+    (1 << 61) - 1,
+    3 << 60,
+    1 << 62,
+)
+
+
+def prg_mod_vectors() -> dict[str, Any]:
+    seeds = [bytes(range(32)), hashlib.sha256(b"secagg/tests/prg-seed-2").digest()]
+    cases = []
+    for i, seed in enumerate(seeds):
+        for modulus in PRG_MOD_MODULI:
+            residues, rejected = _reference_prg_mod(seed, 64, modulus)
+            cases.append(
+                {
+                    "id": f"seed{i}-m{modulus}",
+                    "seed": seed.hex(),
+                    "modulus": modulus,
+                    "residues": residues,
+                    "rejected_words": rejected,
+                }
+            )
+    return {
+        "source": "make_prg_vectors.py (AES-256-CTR keystream, computed from the definition)",
+        "description": (
+            "First 64 residues of the mask PRG mod m: AES-256-CTR keystream (key = seed, "
+            "nonce = b'', initial counter 0) read as little-endian words of W = 32 bits if "
+            "m <= 2^32 else 64; a word w is kept iff w < floor(2^W / m) * m and yields w mod m. "
+            "`rejected_words` counts the words skipped on the way."
+        ),
+        "cases": cases,
+    }
 
 
 def prg_vectors() -> dict[str, Any]:
@@ -283,6 +345,7 @@ FILES = {
     "derive_key": kdf_vectors,
     "quantization": quantization_vectors,
     "masking": masking_vectors,
+    "prg_mod": prg_mod_vectors,
 }
 
 

@@ -1,0 +1,739 @@
+"""The hybrid HE mode (bfv-masked): SecAgg's masks inside BFV plaintexts.
+
+Why: in plain HE mode every client holds the session key, so an aggregator
+colluding with any one client decrypts every upload. Here each client adds
+SecAgg's masks (its self mask and one pairwise mask per peer, expanded modulo
+the BFV plain modulus t by :mod:`secagg.masking_mod`) to its quantised update
+before encrypting it. A colluding key holder that decrypts one upload sees a
+uniformly masked vector; pairwise masks cancel only in the sum, and the
+self masks (and the masks of dropped clients) come off only after Shamir
+recovery. The aggregator still never holds the key, so it never sees even
+the aggregate.
+
+Round (one start message; the key ceremony of :mod:`protocol.he_flow` runs
+beside SecAgg's first two rounds):
+
+1. HEMaskedStart(config) → every client: HEJoin and AdvertiseKeys.
+2. HEKeys + KeyList → the key holder: HEKeyDelivery (the session's BFV secret
+   context sealed to every joined client, a keyless public context for the
+   server); everyone: ShareKeys (Shamir shares of the mask key and self-mask
+   seed).
+3. HEKeyBundle + ShareBundle → MaskedInput whose payload is
+   Enc(w·q(x) ‖ w + masks mod t), signed (:func:`upload_payload`). The server
+   checks every ciphertext and adds it to the encrypted sum.
+4. ConsistencyRequest, UnmaskRequest → as in SecAgg (active profile).
+5. The server rebuilds the survivors' self-mask seeds and the dropped
+   clients' mask keys, expands them mod t into a correction vector and adds it
+   to the encrypted sum as a plaintext (a public operation) → HEResult to the
+   clients that unmasked; each decrypts Σ w·q(x) ‖ Σ w exactly, checks the
+   range and divides.
+
+The SecAgg parts are :class:`protocol.client.ClientMachine` and
+:class:`protocol.server.ServerMachine` themselves, subclassed only where the
+masked vector is built and where the masks come off; every check, the
+never-both-shares rule and the dropout recovery are the same code. The config
+is refused unless the n-client sum fits t (``he.check_bfv``: no wrap, noise
+budget to spare). Profile: active, complete graph (the key holder seals the
+key only to clients whose signed keys it verified).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from protocol.client import TERMINAL, ClientMachine, ClientPhase, PeerState
+from protocol.config import PROTOCOL_VERSION, ClientPolicy, RoundConfig
+from protocol.errors import (
+    AuthenticationFailed,
+    InvalidMessage,
+    ProtocolError,
+    RoundAborted,
+    UnknownClient,
+    WrongPhase,
+)
+from protocol.he_flow import (
+    CeremonyFailed,
+    HEConfig,
+    HEJoin,
+    HEKeyBundle,
+    HEKeyDelivery,
+    HEKeys,
+    HEResult,
+    KeyCeremonyClient,
+    KeyCeremonyServer,
+)
+from protocol.messages import (
+    ClientAbort,
+    ClientMessage,
+    MaskedInput,
+    RoundComplete,
+    RoundStart,
+    ServerMessage,
+    UnmaskRequest,
+)
+from protocol.server import Outgoing, ServerMachine, ServerPhase
+from secagg import he
+from secagg.encoding import Field, encode
+from secagg.errors import InvalidKey, InvalidShare, ParameterError
+from secagg.masking import pairwise_seed, self_mask_seed
+from secagg.masking_mod import mask_residues, unmask_correction
+from secagg.primitives.signing import SigningKey, sign
+from secagg.quantization import dequantize_sum, quantize
+from secagg.rng import RandomSource
+
+# ---------------------------------------------------------------- config
+
+
+@dataclass(frozen=True, slots=True)
+class HEMaskedConfig:
+    """A hybrid round. The SecAgg config and the key ceremony's config derive from it."""
+
+    round: int
+    clients: tuple[int, ...]
+    threshold: int
+    dim: int
+    key_holder: int
+    clip: float
+    levels: int
+    max_weight: int
+    nonce: bytes
+    model_hash: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.nonce) != 32:
+            raise ParameterError("nonce must be 32 bytes")
+        self.keys()  # cohort, key holder, and he.check_bfv: the n-client sum fits t
+        self.secagg()  # threshold, dim, quantisation
+
+    @property
+    def params(self) -> he.BfvParams:
+        """The BFV profile; its plain modulus t is the masking modulus."""
+        return he.BFV_8192
+
+    @property
+    def vector_length(self) -> int:
+        """Values per client: the update and its weight."""
+        return self.dim + 1
+
+    def canonical(self) -> bytes:
+        """Unambiguous encoding, from which both derived configs' nonces are drawn."""
+        p = self.params
+        return encode(
+            "he-masked-config",
+            PROTOCOL_VERSION,
+            self.round,
+            encode(*self.clients),
+            self.threshold,
+            self.dim,
+            self.key_holder,
+            self.clip.hex(),
+            self.levels,
+            self.max_weight,
+            p.poly_degree,
+            p.plain_modulus,
+            encode(*p.coeff_mod_bits),
+            self.nonce,
+            self.model_hash,
+        )
+
+    def secagg(self) -> RoundConfig:
+        """SecAgg's config (active, complete graph); modulus bits are t's size (unused)."""
+        return RoundConfig(
+            round=self.round,
+            clients=self.clients,
+            threshold=self.threshold,
+            dim=self.dim,
+            modulus_bits=self.params.plain_modulus.bit_length(),
+            clip=self.clip,
+            levels=self.levels,
+            max_weight=self.max_weight,
+            profile="active",
+            degree=None,
+            nonce=self._derived_nonce("he-masked/secagg"),
+            model_hash=self.model_hash,
+        )
+
+    def keys(self) -> HEConfig:
+        """The key ceremony's config (BFV)."""
+        return HEConfig(
+            round=self.round,
+            clients=self.clients,
+            dim=self.dim,
+            scheme="bfv",
+            key_holder=self.key_holder,
+            clip=self.clip,
+            max_weight=self.max_weight,
+            levels=self.levels,
+            nonce=self._derived_nonce("he-masked/keys"),
+            model_hash=self.model_hash,
+        )
+
+    def _derived_nonce(self, label: str) -> bytes:
+        return hashlib.sha256(encode(label, self.canonical())).digest()
+
+
+# ---------------------------------------------------------------- messages
+
+
+@dataclass(frozen=True, slots=True)
+class HEMaskedStart:
+    """Server → clients: the hybrid round (clients derive both sub-configs themselves)."""
+
+    config: HEMaskedConfig
+
+
+#: Client → server: the ceremony's messages and SecAgg's (MaskedInput carries ciphertexts).
+HEMaskedClientMessage = HEJoin | HEKeyDelivery | ClientMessage
+#: Server → client: the start, the ceremony's relays, SecAgg's requests and the result.
+HEMaskedServerMessage = HEMaskedStart | HEKeys | HEKeyBundle | HEResult | ServerMessage
+
+_LENGTH = struct.Struct(">Q")
+
+
+def upload_fields(session: bytes, client: int, blobs: Sequence[bytes]) -> tuple[Field, ...]:
+    """What a client signs with its masked upload: the SecAgg session and the blobs' digest."""
+    return ("he-masked-upload", session, client, hashlib.sha256(encode(*blobs)).digest())
+
+
+def upload_payload(blobs: Sequence[bytes], signature: bytes) -> bytes:
+    """MaskedInput.payload: every ciphertext, then the signature, each length-prefixed."""
+    return b"".join(_LENGTH.pack(len(item)) + item for item in (*blobs, signature))
+
+
+def parse_upload(payload: bytes, count: int) -> tuple[tuple[bytes, ...], bytes]:
+    """Inverse of :func:`upload_payload`; exactly ``count`` blobs and a signature, or refused."""
+    items: list[bytes] = []
+    view = memoryview(payload)
+    offset = 0
+    while offset < len(view):
+        if len(items) > count:
+            raise InvalidMessage("masked upload has trailing data")
+        if offset + _LENGTH.size > len(view):
+            raise InvalidMessage("masked upload is truncated")
+        (size,) = _LENGTH.unpack_from(view, offset)
+        offset += _LENGTH.size
+        if size > len(view) - offset:
+            raise InvalidMessage("masked upload is truncated")
+        items.append(bytes(view[offset : offset + size]))
+        offset += size
+    if len(items) != count + 1:
+        raise InvalidMessage(f"masked upload holds {len(items) - 1} ciphertexts, expected {count}")
+    return tuple(items[:-1]), items[-1]
+
+
+# ---------------------------------------------------------------- client
+
+
+class _MaskedClient(ClientMachine):
+    """SecAgg's client, masking mod t and sending the masked vector as BFV ciphertexts."""
+
+    def __init__(
+        self,
+        client_id: int,
+        *,
+        rng: RandomSource,
+        signing_key: SigningKey,
+        roster: Mapping[int, bytes],
+        policy: ClientPolicy | None,
+        params: he.BfvParams,
+    ) -> None:
+        super().__init__(client_id, rng=rng, signing_key=signing_key, roster=roster, policy=policy)
+        self.params = params
+        self.he_context: he.HEContext | None = None
+
+    def resume(self) -> list[ClientMessage]:
+        """Send the masked input now if the HE key was the last thing missing."""
+        if self.phase is ClientPhase.AWAITING_INPUT and self._input is not None:
+            return self._guarded(self._send_masked_input)
+        return []
+
+    def abort(self, reason: str) -> list[ClientMessage]:
+        """Leave the round (a fault the wrapper saw); drops every secret."""
+        if self.phase in TERMINAL:
+            return []
+        round_ = self._config.round if self._config else 0
+        self._finish(ClientPhase.ABORTED, reason)
+        return [ClientAbort(self.client_id, round_, reason)]
+
+    def _finish(self, phase: ClientPhase, reason: str | None) -> None:
+        super()._finish(phase, reason)
+        self.he_context = None
+
+    def _send_masked_input(self) -> list[ClientMessage]:
+        if self.he_context is None:  # the shares are in but the key is not: wait for it
+            self.phase = ClientPhase.AWAITING_INPUT
+            return []
+        config, inp = self._config, self._input
+        assert config is not None and inp is not None and self._b is not None
+        assert self._signing_key is not None
+        values = np.empty(config.vector_length, dtype=np.uint64)
+        if inp.levels is not None:
+            values[: config.dim] = inp.levels
+        else:
+            assert inp.vector is not None
+            values[: config.dim] = quantize(inp.vector, config.quantizer, rng=self._rng)
+        values[: config.dim] *= np.uint64(inp.weight)  # (Q−1)·w_max < t/2: checked by the config
+        values[config.dim] = inp.weight
+        pair_seeds = {
+            peer: pairwise_seed(
+                self._s_shared[peer], session_id=self._session, u=self.client_id, v=peer
+            )
+            for peer, state in self._peers.items()
+            if peer != self.client_id and state is PeerState.SHARED
+        }
+        masked = mask_residues(
+            values,
+            modulus=self.params.plain_modulus,
+            me=self.client_id,
+            self_seed=self_mask_seed(self._b, session_id=self._session, owner=self.client_id),
+            pair_seeds=pair_seeds,
+        )
+        blobs = he.encrypt_residues(self.he_context, masked)
+        signature = sign(self._signing_key, *upload_fields(self._session, self.client_id, blobs))
+        payload = upload_payload(blobs, signature)
+        self.masked_digest = hashlib.sha256(payload).digest()
+        self.phase = ClientPhase.AWAITING_CONSISTENCY
+        return [MaskedInput(self.client_id, config.round, payload)]
+
+
+class HEMaskedClientMachine:
+    """One client's view of a hybrid round; ``result`` holds Σw·x / Σw when completed.
+
+    ``total`` and ``weight_sum`` are the exact decrypted Σ w·q(x) and Σ w.
+    """
+
+    def __init__(
+        self,
+        client_id: int,
+        *,
+        rng: RandomSource,
+        signing_key: SigningKey,
+        roster: Mapping[int, bytes],
+        policy: ClientPolicy | None = None,
+    ) -> None:
+        self.client_id = client_id
+        self.result: np.ndarray | None = None
+        self.total: np.ndarray | None = None
+        self.weight_sum: int | None = None
+        self._rng = rng
+        self._signing = signing_key
+        self._roster = dict(roster)
+        self._core = _MaskedClient(
+            client_id,
+            rng=rng,
+            signing_key=signing_key,
+            roster=roster,
+            policy=policy,
+            params=he.BFV_8192,
+        )
+        self._config: HEMaskedConfig | None = None
+        self._keys: KeyCeremonyClient | None = None
+        self._survivors: tuple[int, ...] | None = None
+
+    @property
+    def phase(self) -> ClientPhase:
+        """SecAgg's phase (COMPLETED only once the result is decrypted)."""
+        return self._core.phase
+
+    @property
+    def abort_reason(self) -> str | None:
+        """Why this client left the round, if it did."""
+        return self._core.abort_reason
+
+    def set_input(
+        self, vector: np.ndarray, *, weight: int, model_hash: bytes
+    ) -> list[HEMaskedClientMessage]:
+        """Fix this session's float input, once (quantised by the round's encoding)."""
+        return [*self._core.set_input(vector, weight=weight, model_hash=model_hash)]
+
+    def set_levels(
+        self, levels: np.ndarray, *, weight: int, model_hash: bytes
+    ) -> list[HEMaskedClientMessage]:
+        """Fix this session's input as integer levels in [0, Q−1], once."""
+        return [*self._core.set_levels(levels, weight=weight, model_hash=model_hash)]
+
+    def handle(self, msg: HEMaskedServerMessage) -> list[HEMaskedClientMessage]:
+        """One server message in, replies out (an abort is a ClientAbort reply)."""
+        if self._core.phase in TERMINAL:
+            return []
+        try:
+            match msg:
+                case HEMaskedStart():
+                    return self._on_start(msg.config)
+                case HEKeys():
+                    return self._on_keys(msg)
+                case HEKeyBundle():
+                    return self._on_bundle(msg)
+                case HEResult():
+                    return self._on_result(msg)
+                case RoundStart() | RoundComplete():
+                    # A plain SecAgg start or end would skip the encryption or the result.
+                    return self._abort(f"{type(msg).__name__} has no place in a hybrid round")
+                case UnmaskRequest():
+                    out = self._core.handle(msg)
+                    if self._core.phase is ClientPhase.UNMASKED:
+                        self._survivors = tuple(sorted(msg.survivors))
+                    return [*out]
+            out = self._core.handle(msg)
+        except CeremonyFailed as exc:
+            return self._abort(str(exc))
+        if self._core.phase in TERMINAL and self._keys is not None:
+            self._keys.clear()
+        return [*out]
+
+    def _abort(self, reason: str) -> list[HEMaskedClientMessage]:
+        if self._keys is not None:
+            self._keys.clear()
+        return [*self._core.abort(reason)]
+
+    def _on_start(self, config: HEMaskedConfig) -> list[HEMaskedClientMessage]:
+        if self._config is not None:
+            return self._abort("a second start message")
+        self._config = config
+        out = self._core.handle(RoundStart(config.secagg()))  # cohort, policy, input checks
+        if self._core.phase is ClientPhase.ABORTED:
+            return [*out]
+        self._keys = KeyCeremonyClient(
+            self.client_id,
+            config.keys(),
+            rng=self._rng,
+            signing_key=self._signing,
+            roster=self._roster,
+        )
+        return [self._keys.join(), *out]
+
+    def _on_keys(self, msg: HEKeys) -> list[HEMaskedClientMessage]:
+        if self._keys is None:
+            return self._abort("join list before the round started")
+        delivery = self._keys.on_keys(msg)
+        if delivery is None:
+            return []
+        self._core.he_context = self._keys.context  # the key holder has it now
+        return [delivery, *self._core.resume()]
+
+    def _on_bundle(self, msg: HEKeyBundle) -> list[HEMaskedClientMessage]:
+        if self._keys is None:
+            return self._abort("key bundle before the round started")
+        self._keys.on_bundle(msg)
+        self._core.he_context = self._keys.context
+        return [*self._core.resume()]
+
+    def _on_result(self, msg: HEResult) -> list[HEMaskedClientMessage]:
+        config, survivors = self._config, self._survivors
+        ctx = self._keys.context if self._keys is not None else None
+        if config is None or ctx is None or survivors is None:
+            return self._abort("a result before this client unmasked")
+        if tuple(sorted(msg.contributors)) != survivors:
+            return self._abort("the result is not over the survivor set this client unmasked")
+        try:
+            ints = he.decrypt_ints(ctx, msg.blobs, config.vector_length)
+        except (he.InvalidCiphertext, ParameterError) as exc:
+            return self._abort(f"the aggregate does not decrypt: {exc}")
+        weight_sum = int(ints[config.dim])
+        values = ints[: config.dim]
+        if not 0 < weight_sum <= len(survivors) * config.max_weight:
+            return self._abort(f"implausible weight sum {weight_sum}: masks did not cancel")
+        if values.size and (
+            int(values.min()) < 0 or int(values.max()) > (config.levels - 1) * weight_sum
+        ):
+            return self._abort("aggregate out of range: a ciphertext was corrupt or foreign")
+        self.total = values.astype(np.uint64)
+        self.weight_sum = weight_sum
+        quantizer = config.secagg().quantizer
+        self.result = dequantize_sum(values, quantizer, weight_sum=weight_sum) / weight_sum
+        self._core.handle(RoundComplete())  # completes and drops the session secrets
+        if self._keys is not None:
+            self._keys.clear()
+        return []
+
+
+# ---------------------------------------------------------------- server
+
+
+class _MaskedServer(ServerMachine):
+    """SecAgg's server, summing BFV ciphertexts and removing the masks under encryption."""
+
+    def __init__(
+        self, config: RoundConfig, *, roster: Mapping[int, bytes], params: he.BfvParams
+    ) -> None:
+        super().__init__(config, roster=roster)
+        self.params = params
+        self.result_blobs: tuple[bytes, ...] | None = None
+        self._chunks = he.chunk_count(params, config.vector_length)
+        self._encrypted: he.CiphertextSum | None = None
+
+    def attach(self, public: he.HEContext) -> None:
+        """The keyless context the uploads are summed with (from the key delivery)."""
+        self._encrypted = he.CiphertextSum(public, length=self.config.vector_length)
+
+    def _validate_and_apply(self, client: int, msg: ClientMessage) -> None:
+        if not isinstance(msg, MaskedInput):
+            super()._validate_and_apply(client, msg)
+            return
+        if self._encrypted is None:
+            raise WrongPhase("no HE key was delivered for this round")
+        blobs, signature = parse_upload(msg.payload, self._chunks)
+        self._verify(client, signature, *upload_fields(self._session, client, blobs))
+        try:
+            self._encrypted.add(blobs)  # checks every blob first; a refusal leaves the sum as is
+        except he.InvalidCiphertext as exc:
+            raise InvalidMessage(f"invalid ciphertext: {exc}") from None
+
+    def _after_unmask(self, answered: list[int]) -> Outgoing:
+        assert self._encrypted is not None
+        try:
+            self_seeds, orphaned = self._recovered_seeds(answered)
+        except (InvalidShare, InvalidKey) as exc:
+            return self._abort(f"unmasking failed: {exc}")
+        correction = unmask_correction(
+            self.config.vector_length,
+            modulus=self.params.plain_modulus,
+            self_seeds=self_seeds,
+            orphaned_pairs=orphaned,
+        )
+        self._encrypted.add_residues(correction)
+        self.result_blobs = tuple(self._encrypted.result())
+        self.phase = ServerPhase.COMPLETED
+        return [(c, RoundComplete()) for c in answered]
+
+
+class HEMaskedServerMachine:
+    """The aggregator's side of a hybrid round; it never holds a key or an unmasked value."""
+
+    def __init__(self, config: HEMaskedConfig, *, roster: Mapping[int, bytes]) -> None:
+        self.config = config
+        self._keys = KeyCeremonyServer(config.keys(), roster=roster)
+        self._core = _MaskedServer(config.secagg(), roster=roster, params=config.params)
+
+    @property
+    def phase(self) -> ServerPhase:
+        """SecAgg's phase."""
+        return self._core.phase
+
+    @property
+    def abort_reason(self) -> str | None:
+        """Why the round was aborted, if it was."""
+        return self._core.abort_reason
+
+    @property
+    def aborted(self) -> bool:
+        """True once the round is aborted."""
+        return self._core.aborted
+
+    @property
+    def excluded(self) -> dict[int, str]:
+        """Clients excluded from the rest of the round, with the reason."""
+        return self._core.excluded
+
+    @property
+    def survivors(self) -> tuple[int, ...]:
+        """U3: clients whose masked ciphertexts are in the sum."""
+        return self._core.survivors
+
+    @property
+    def result_blobs(self) -> tuple[bytes, ...] | None:
+        """The unmasked encrypted sum, once completed."""
+        return self._core.result_blobs
+
+    def start(self) -> list[tuple[int, HEMaskedServerMessage]]:
+        """Announce the round."""
+        return [(c, HEMaskedStart(self.config)) for c in self.config.clients]
+
+    def receive(self, client: int, msg: HEMaskedClientMessage) -> None:
+        """Accept one message or raise why not (as ServerMachine.receive)."""
+        if isinstance(msg, HEJoin | HEKeyDelivery):
+            self._ceremony(client, msg)
+        else:
+            self._core.receive(client, msg)
+
+    def _ceremony(self, client: int, msg: HEJoin | HEKeyDelivery) -> None:
+        core = self._core
+        if core.aborted:
+            raise RoundAborted(f"round aborted: {core.abort_reason}")
+        if client not in self.config.clients:
+            raise UnknownClient(f"client {client} is not in this round's cohort")
+        if msg.client != client:
+            raise AuthenticationFailed(f"message claims client {msg.client}, sender is {client}")
+        if msg.round != self.config.round or client in core.excluded:
+            raise WrongPhase("stale round, or a client no longer in the round")
+        try:
+            if isinstance(msg, HEJoin) and core.phase is ServerPhase.ADVERTISE:
+                self._keys.on_join(client, msg)
+            elif (
+                isinstance(msg, HEKeyDelivery)
+                and core.phase is ServerPhase.SHARE
+                and client == self.config.key_holder
+            ):
+                self._keys.on_delivery(msg)
+                assert self._keys.public is not None
+                core.attach(self._keys.public)
+            else:
+                raise WrongPhase(
+                    f"{type(msg).__name__} is not accepted in phase {core.phase.value}"
+                )
+        except WrongPhase:
+            raise
+        except ProtocolError as exc:
+            core.exclude(client, str(exc))
+            raise
+
+    def ready_to_advance(self) -> bool:
+        """Everyone expected answered (the host may advance earlier at a deadline)."""
+        core = self._core
+        if not core.ready_to_advance():
+            return False
+        if core.phase is ServerPhase.ADVERTISE:
+            return set(self._keys.joins) >= set(self.config.clients) - set(core.excluded)
+        if core.phase is ServerPhase.SHARE:
+            return self._keys.delivery is not None or self.config.key_holder in core.excluded
+        return True
+
+    def advance(self) -> list[tuple[int, HEMaskedServerMessage]]:
+        """Close the phase: non-responders drop out; returns the next requests."""
+        core = self._core
+        phase = core.phase
+        if phase is ServerPhase.SHARE and self._keys.delivery is None:
+            return [*core.abort("the key holder did not deliver the HE key")]
+        out: list[tuple[int, HEMaskedServerMessage]] = [*core.advance()]
+        if core.aborted:
+            return out
+        to = {c for c, _ in out}
+        if phase is ServerPhase.ADVERTISE:
+            joins = self._keys.close_joins(among=to)  # only clients that are in U1 get a key
+            if joins is None:
+                return [*core.abort("the key holder did not join, or too few clients did")]
+            return [(j.client, HEKeys(joins)) for j in joins] + out
+        if phase is ServerPhase.SHARE:
+            return [(c, bundle) for c, bundle in self._keys.bundles() if c in to] + out
+        if core.phase is ServerPhase.COMPLETED:
+            assert core.result_blobs is not None
+            return [(c, HEResult(core.result_blobs, core.survivors)) for c in sorted(to)]
+        return out
+
+
+# ---------------------------------------------------------------- in-memory round
+
+#: Phases in the order clients answer them; a drop at a phase = silence from then on.
+PHASES = ("advertise", "share", "masked", "consistency", "unmask")
+Clock = Callable[[], float]
+
+
+@dataclass
+class HEMaskedReport:
+    """What an in-memory hybrid round did, with per-party timings when a clock is given."""
+
+    completed: bool
+    abort_reason: str | None
+    survivors: tuple[int, ...]
+    dropped: dict[str, list[int]]
+    totals: dict[int, np.ndarray]  # each receiving client's decrypted Σ w·q(x)
+    results: dict[int, np.ndarray]  # each receiving client's weighted mean
+    weight_sum: int | None
+    exact: bool | None  # every decrypted sum equals Σ w·levels over the survivors
+    upload_bytes: int
+    rejections: list[tuple[int, str]]
+    client_seconds: dict[str, dict[int, float]] = field(default_factory=dict)
+    server_receive_s: dict[str, float] = field(default_factory=dict)
+    server_advance_s: dict[str, float] = field(default_factory=dict)
+
+
+def run_he_masked_round(
+    config: HEMaskedConfig,
+    *,
+    levels: Mapping[int, np.ndarray],
+    weights: Mapping[int, int],
+    roster_keys: Mapping[int, SigningKey],
+    rng: RandomSource,
+    drops: Mapping[str, Sequence[int]] | None = None,
+    clock: Clock | None = None,
+    tap: Callable[[int, HEMaskedClientMessage], None] | None = None,
+) -> HEMaskedReport:
+    """One hybrid round over an in-memory transport.
+
+    ``drops`` maps a phase of :data:`PHASES` to the clients that go silent when
+    that phase's requests reach them. ``tap`` sees every client message before
+    the server does (tests use it to play a colluding server).
+    """
+    drop_at = {c: phase for phase, ids in (drops or {}).items() for c in ids}
+    if any(phase not in PHASES for phase in drop_at.values()):
+        raise ParameterError(f"drop phases must be in {PHASES}")
+    roster = {c: k.public for c, k in roster_keys.items()}
+    server = HEMaskedServerMachine(config, roster=roster)
+    clients = {
+        c: HEMaskedClientMachine(c, rng=rng, signing_key=roster_keys[c], roster=roster)
+        for c in config.clients
+    }
+    for c, machine in clients.items():
+        machine.set_levels(levels[c], weight=weights[c], model_hash=config.model_hash)
+    tick: Clock = clock or (lambda: 0.0)
+    report = HEMaskedReport(
+        completed=False,
+        abort_reason=None,
+        survivors=(),
+        dropped={p: [] for p in PHASES},
+        totals={},
+        results={},
+        weight_sum=None,
+        exact=None,
+        upload_bytes=0,
+        rejections=[],
+    )
+    gone: set[int] = set()
+    outbox = server.start()
+    for phase in [*PHASES, "result"]:
+        seconds = report.client_seconds.setdefault(phase, {})
+        report.server_receive_s[phase] = 0.0
+        for cid, msg in outbox:
+            if cid in gone:
+                continue
+            if drop_at.get(cid) == phase:
+                gone.add(cid)
+                report.dropped[phase].append(cid)
+                continue
+            start = tick()
+            replies = clients[cid].handle(msg)
+            seconds[cid] = seconds.get(cid, 0.0) + tick() - start
+            for reply in replies:
+                if isinstance(reply, MaskedInput):
+                    report.upload_bytes = max(report.upload_bytes, len(reply.payload))
+                if tap is not None:
+                    tap(cid, reply)
+                start = tick()
+                try:
+                    server.receive(cid, reply)
+                except ProtocolError as exc:
+                    report.rejections.append((cid, f"{type(exc).__name__}: {exc}"))
+                report.server_receive_s[phase] += tick() - start
+        if phase == "result" or server.phase in (ServerPhase.ABORTED, ServerPhase.COMPLETED):
+            break
+        start = tick()
+        outbox = server.advance()
+        report.server_advance_s[phase] = tick() - start
+        if server.aborted:
+            for cid, msg in outbox:
+                if cid not in gone:
+                    clients[cid].handle(msg)
+            break
+    report.completed = server.phase is ServerPhase.COMPLETED
+    report.abort_reason = server.abort_reason
+    report.survivors = server.survivors
+    for c, machine in clients.items():
+        if machine.total is not None and machine.result is not None:
+            report.totals[c] = machine.total
+            report.results[c] = machine.result
+            report.weight_sum = machine.weight_sum
+    if report.completed:
+        expected = np.zeros(config.dim, dtype=object)
+        for c in report.survivors:
+            expected = expected + np.asarray(levels[c]).astype(object) * weights[c]
+        want = sum(weights[c] for c in report.survivors)
+        report.exact = bool(report.totals) and all(
+            np.array_equal(total.astype(object), expected) and clients[c].weight_sum == want
+            for c, total in report.totals.items()
+        )
+    return report
