@@ -76,7 +76,7 @@ from protocol.messages import (
     ServerMessage,
     UnmaskRequest,
 )
-from protocol.server import Outgoing, ServerMachine, ServerPhase
+from protocol.server import Outgoing, PayloadSource, ServerMachine, ServerPhase
 from secagg import he
 from secagg.encoding import Field, encode
 from secagg.errors import InvalidKey, InvalidShare, ParameterError
@@ -470,6 +470,13 @@ class _MaskedServer(ServerMachine):
     def attach(self, public: he.HEContext) -> None:
         """The keyless context the uploads are summed with (from the key delivery)."""
         self._encrypted = he.CiphertextSum(public, length=self.config.vector_length)
+
+    def receive(self, client: int, msg: ClientMessage) -> None:
+        """Uploads carry ciphertexts, not a packed vector: all go to _validate_and_apply."""
+        self._receive(client, msg, None)
+
+    def receive_masked(self, client: int, round_: int, payload: PayloadSource) -> None:
+        raise InvalidMessage("hybrid uploads are ciphertexts; send them whole")
 
     def _validate_and_apply(self, client: int, msg: ClientMessage) -> None:
         if not isinstance(msg, MaskedInput):
