@@ -434,6 +434,10 @@ def load_checkpoint(
         in_channels=int(meta["in_channels"]),
         image_size=_size_pair(meta["image_size"]),
     )
+    if meta.get("norm") == "groupnorm":  # trained with DP-SGD: BatchNorm was swapped by Opacus
+        from clients.training.dpsgd import dp_backbone
+
+        model = dp_backbone(model)
     model.load_state_dict(raw["state_dict"])
     model.to(dev).eval()
     return model, meta
