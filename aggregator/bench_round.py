@@ -3,7 +3,10 @@
 Training is excluded (the synthetic trainer costs microseconds); the wall
 time covers model download, masking, uploads, every protocol phase and the
 server step. The modes run one after another in one call, so their ratio is
-measured in one run.
+measured in one run. ``ckks`` rounds cover the key ceremony, encryption, the
+ciphertext sum and every client's decryption (the aggregator ends its round
+when it sends the sum; the clients' decryption and step overlap the next
+round's start).
 """
 
 from __future__ import annotations
@@ -35,13 +38,26 @@ def _settings(mode: str, clients: int, dim: int, rounds: int) -> dict[str, Any]:
     if mode == "secagg":
         return {**base, "profile": "active"}
     if mode == "secagg+":
-        params = find_parameters(clients, adversarial_rate=0.05, dropout_rate=0.05)
-        if params.complete or params.k + 1 < 2 * MIN_HONEST:
-            # A neighbourhood this small cannot hold k_min honest inputs and lose any:
-            # small cohorts run the complete graph, as FCP's finder does.
+        graph = secaggplus_graph(clients)
+        if graph is None:
             return {**base, "profile": "active"}
-        return {**base, "profile": "active", "degree": params.k, "threshold": params.t}
-    raise ParameterError(f"mode {mode!r} is not built yet (available: plain, secagg, secagg+)")
+        return {**base, "profile": "active", "degree": graph[0], "threshold": graph[1]}
+    if mode == "ckks":  # homomorphic rounds: the aggregator sums CKKS ciphertexts
+        return {**base, "mode": "ckks"}
+    raise ParameterError(f"mode {mode!r} is not built (available: {', '.join(MODES)})")
+
+
+def secaggplus_graph(clients: int) -> tuple[int, int] | None:
+    """(degree, threshold) of the SecAgg+ graph for ``clients``, or None for a complete graph.
+
+    5% adversarial and 5% dropout rates; a neighbourhood too small to hold
+    k_min honest inputs and lose any runs the complete graph instead, as FCP's
+    finder does for small cohorts.
+    """
+    params = find_parameters(clients, adversarial_rate=0.05, dropout_rate=0.05)
+    if params.complete or params.k + 1 < 2 * MIN_HONEST:
+        return None
+    return params.k, params.t
 
 
 def run(*, clients: int, dim: int, modes: list[str], rounds: int, out: Path) -> dict[str, Any]:
@@ -64,13 +80,13 @@ def run(*, clients: int, dim: int, modes: list[str], rounds: int, out: Path) -> 
         rows.append(
             {
                 "mode": mode,
-                "profile": settings["profile"],
-                "degree": settings.get("degree", clients - 1),
+                "profile": settings.get("profile"),  # None: ckks has no masking profile
+                "degree": settings.get("degree", clients - 1) if mode != "ckks" else None,
                 # The coordinator's default when none is set (make_config holds the rule).
                 "threshold": settings.get(
                     "threshold", make_config(clients=clients, dim=1).threshold
                 )
-                if mode != "plain"
+                if mode not in ("plain", "ckks")
                 else None,
                 "round_wall_s_median": statistics.median(walls),
                 "round_wall_s_all": walls,

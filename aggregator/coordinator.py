@@ -25,31 +25,50 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from aggregator import he_rounds
 from aggregator.operator import Metrics
+from aggregator.ratelimit import RateLimited
 from aggregator.settings import AggregatorSettings
+from aggregator.spool import SpooledPayload
 from aggregator.store import Store, StoreError
 from protocol.config import RoundConfig
 from protocol.errors import ProtocolError, UnknownClient, WrongPhase
 from protocol.faults import fault_point
-from protocol.messages import ClientMessage, ServerMessage
+from protocol.he_messages import (
+    AnyClientMessage,
+    AnyServerMessage,
+    HEConfig,
+    HEJoin,
+    HEKeyDelivery,
+    HEUpload,
+)
+from protocol.he_model import sum_digest
+from protocol.messages import MaskedInput
 from protocol.plain import PlainServer
-from protocol.server import ServerMachine, ServerPhase
+from protocol.server import ServerMachine
 from protocol.simulation import make_config
 from secagg.errors import ParameterError
 from secagg.rng import RandomSource, SystemRandomSource
 from secagg_pb import codec
 from secagg_pb.v1 import secagg_pb2 as pb
 
+if TYPE_CHECKING:
+    from protocol.he_flow import HEServerMachine  # TenSEAL: loaded in ckks mode only
+
+    Machine = ServerMachine | PlainServer | HEServerMachine
+
 log = logging.getLogger("secagg.aggregator")
 Clock = Callable[[], float]
 #: Round records kept in memory for `secagg status`; the full log is rounds.jsonl.
 HISTORY = 50
+#: Signed requests one client may make in one round attempt (about 6 honest ones, plus retries).
+MAX_NONCES = 1024
 
 
 def initial_model(settings: AggregatorSettings) -> np.ndarray:
@@ -71,6 +90,21 @@ def initial_model(settings: AggregatorSettings) -> np.ndarray:
 def model_hash(model: np.ndarray) -> bytes:
     """What clients recompute from the model they download (bound into the session id)."""
     return hashlib.sha256(b"secagg/v1/model\x00" + model.astype("<f4").tobytes()).digest()
+
+
+def _deliver(machine: Machine, client: int, msg: AnyClientMessage) -> None:
+    """Hand a message to the running round's machine; HE messages fit HE rounds only."""
+    if isinstance(machine, ServerMachine | PlainServer):
+        if isinstance(msg, HEJoin | HEKeyDelivery | HEUpload):
+            raise WrongPhase(f"{type(msg).__name__} belongs to an HE round; this one is not")
+        machine.receive(client, msg)
+    else:
+        machine.receive(client, msg)
+
+
+def _over(machine: Machine) -> bool:
+    """Completed or aborted (SecAgg's and the HE machine's phases share these names)."""
+    return machine.phase.value in ("completed", "aborted")
 
 
 @dataclass
@@ -114,11 +148,19 @@ class Coordinator:
         self.model = initial_model(settings)
         self.round = 0
         self.epoch = 0
-        self.machine: ServerMachine | PlainServer | None = None
+        self.machine: Machine | None = None
+        #: mode = "ckks": rounds done, the model's lineage, who holds the current model.
+        self.he: he_rounds.HEState | None = None
+        if settings.mode == "ckks":
+            self.he = he_rounds.HEState(0, model_hash(self.model), None)
         self.finished = False
         self.history: deque[RoundRecord] = deque(maxlen=HISTORY)  # bounded: soak runs
-        self._outbox: dict[int, list[ServerMessage]] = {}
+        self._outbox: dict[int, list[AnyServerMessage]] = {}
+        #: ckks mode: the previous attempt's outboxes, so a late poll still gets the sum.
+        self._previous: tuple[int, dict[int, list[AnyServerMessage]]] | None = None
         self._last_seen: dict[int, float] = {}
+        #: Request nonces seen per client in the running attempt (replay refusal, T28).
+        self._nonces: dict[int, set[bytes]] = {}
         self._deadline = 0.0
         self._phase_started = 0.0
         self._phase_seconds: dict[str, float] = {}
@@ -132,7 +174,10 @@ class Coordinator:
     def recover(self) -> None:
         """Rebuild state from the store; call once before serving."""
         with self._cond:
-            checkpoint = self.store.latest_checkpoint()
+            checkpoint = None if self.he else self.store.latest_checkpoint()
+            if self.he is not None:  # no model checkpoints: the clients hold the model
+                self.he = he_rounds.load_state(self.store.path.parent, model_hash(self.model))
+                self.round = self.he.round
             if checkpoint is not None:
                 self.round, model = checkpoint
                 if model.shape != (self.settings.dim,):
@@ -147,22 +192,37 @@ class Coordinator:
                 self.store.finish_attempt(attempt.epoch, "completed")
                 return
             try:
-                config = codec.config_from_proto(pb.RoundConfig.FromString(attempt.config))
+                config = self._decode_config(attempt.config)
             except Exception as exc:
                 raise StoreError(f"stored config of epoch {attempt.epoch} is unreadable") from exc
             self._replay(attempt.epoch, config)
 
-    def _machine_for(self, config: RoundConfig) -> ServerMachine | PlainServer:
+    def _decode_config(self, raw: bytes) -> RoundConfig | HEConfig:
+        if self.he is not None:
+            return codec.he_config_from_proto(pb.HEConfig.FromString(raw))
+        return codec.config_from_proto(pb.RoundConfig.FromString(raw))
+
+    def _encode_config(self, config: RoundConfig | HEConfig) -> bytes:
+        if isinstance(config, HEConfig):
+            return codec.he_config_to_proto(config).SerializeToString()
+        return codec.config_to_proto(config).SerializeToString()
+
+    def _machine_for(self, config: RoundConfig | HEConfig) -> Machine:
+        if isinstance(config, HEConfig):
+            from protocol.he_flow import HEServerMachine
+
+            return HEServerMachine(config, roster={c: self.roster[c] for c in config.clients})
         if config.profile == "plain":
             return PlainServer(config)
         roster = {c: self.roster[c] for c in config.clients} if config.profile == "active" else {}
         return ServerMachine(config, roster=roster)
 
-    def _replay(self, epoch: int, config: RoundConfig) -> None:
+    def _replay(self, epoch: int, config: RoundConfig | HEConfig) -> None:
         self.epoch = epoch
         machine = self._machine_for(config)
         self.machine = machine
         self._outbox = {c: [] for c in config.clients}
+        self._nonces = {}
         self._send(machine.start())
         last = self._clock()
         advanced = False
@@ -170,7 +230,7 @@ class Coordinator:
             last = event.at
             if event.kind == "message":
                 assert event.body is not None and event.client is not None
-                machine.receive(event.client, codec.parse_client_message(event.body))
+                _deliver(machine, event.client, codec.parse_any_client_message(event.body))
             elif event.kind == "exclude":
                 assert event.client is not None
                 machine.exclude(event.client, event.note or "excluded")
@@ -186,7 +246,7 @@ class Coordinator:
         log.info(
             "recovered round %d (epoch %d) in phase %s", config.round, epoch, machine.phase.value
         )
-        if machine.phase in (ServerPhase.COMPLETED, ServerPhase.ABORTED):
+        if _over(machine):
             return  # tick() finishes it
         if self._clock() >= self._deadline:
             self._abort("the aggregator restarted after the phase deadline")
@@ -203,33 +263,98 @@ class Coordinator:
         if client not in self.roster:
             raise UnknownClient(f"client {client} is not on the roster")
 
-    def submit(self, client: int, msg: ClientMessage) -> None:
+    def submit(
+        self,
+        client: int,
+        msg: AnyClientMessage,
+        *,
+        session: bytes | None = None,
+        nonce: bytes | None = None,
+    ) -> None:
         """Hand one client message to the round; commits it before returning.
+
+        ``session`` and ``nonce`` come from a verified request signature (T28):
+        the request must be for the running round attempt (its config nonce) and
+        its nonce unused in that attempt, else WrongPhase and nothing changes.
 
         Raises a ProtocolError on rejection (after logging any exclusion it caused).
         """
+
+        def log() -> int:
+            body = codec.client_to_proto(msg).SerializeToString()
+            self.store.log(self.epoch, "message", at=self._clock(), client=client, body=body)
+            return len(body)
+
+        self._accept(client, msg.round, session, nonce, lambda m: _deliver(m, client, msg), log)
+
+    def submit_masked(
+        self,
+        client: int,
+        round_: int,
+        payload: SpooledPayload,
+        *,
+        session: bytes | None = None,
+        nonce: bytes | None = None,
+    ) -> None:
+        """:meth:`submit` for an uploaded masked input, read from its spool file in slices.
+
+        Neither the sum nor the event log ever holds the whole payload in
+        memory (the plain baseline's machine reads it whole).
+        """
+
+        def receive(machine: Machine) -> None:
+            if isinstance(machine, ServerMachine):
+                machine.receive_masked(client, round_, payload)
+            else:
+                machine.receive(
+                    client, MaskedInput(client, round_, payload.read(0, payload.length))
+                )
+
+        def log() -> int:
+            header = codec.masked_input_header(client, round_, payload.length)
+            self.store.log_stream(
+                self.epoch,
+                "message",
+                at=self._clock(),
+                client=client,
+                header=header,
+                source=payload,
+            )
+            return len(header) + payload.length
+
+        self._accept(client, round_, session, nonce, receive, log)
+
+    def _accept(
+        self,
+        client: int,
+        round_: int,
+        session: bytes | None,
+        nonce: bytes | None,
+        receive: Callable[[Machine], None],
+        log: Callable[[], int],
+    ) -> None:
+        """The body of :meth:`submit`: checks, the machine, the commit, the advance."""
         self._known(client)
         with self._cond:
             self._last_seen[client] = self._clock()
             machine = self.machine
-            if machine is None or msg.round != self.round:
-                raise WrongPhase(f"no round {msg.round} is running (current round {self.round})")
+            if machine is None or round_ != self.round:
+                raise WrongPhase(f"no round {round_} is running (current round {self.round})")
+            if session is not None:
+                self._fresh(client, machine.config.nonce, session, nonce or b"")
             excluded = client in machine.excluded
             accepted = machine.accepted_count()
             outcome = "rejected"
             try:
-                machine.receive(client, msg)
+                receive(machine)
                 outcome = "accepted" if machine.accepted_count() > accepted else "repeated"
             finally:
                 self.metrics.messages.labels(outcome).inc()
                 fault_point("after_receive_before_commit")
                 if machine.accepted_count() > accepted:  # new, not an identical retry
-                    body = codec.client_to_proto(msg).SerializeToString()
-                    self._bytes_in += len(body)
-                    self.metrics.bytes_received.inc(len(body))
-                    self.store.log(
-                        self.epoch, "message", at=self._clock(), client=client, body=body
-                    )
+                    size = log()
+                    self._bytes_in += size
+                    self.metrics.bytes_received.inc(size)
                 if not excluded and client in machine.excluded:  # aborted, rejected or conflicting
                     note = machine.excluded[client]
                     self.store.log(
@@ -239,9 +364,20 @@ class Coordinator:
                     self._advance(self._clock())
                 self._cond.notify_all()
 
+    def _fresh(self, client: int, running: bytes, session: bytes, nonce: bytes) -> None:
+        """Refuse a request signed for another attempt, or a nonce seen in this one."""
+        if session != running:
+            raise WrongPhase("request signed for another round attempt (stale or replayed)")
+        seen = self._nonces.setdefault(client, set())
+        if nonce in seen:
+            raise WrongPhase("request nonce already used in this round attempt (replay)")
+        if len(seen) >= MAX_NONCES:
+            raise RateLimited(f"client {client} sent {MAX_NONCES} requests in one round attempt")
+        seen.add(nonce)
+
     def poll(
         self, client: int, epoch: int, after: int, wait_s: float
-    ) -> tuple[int, int, ServerMessage | None, bool]:
+    ) -> tuple[int, int, AnyServerMessage | None, bool]:
         """(epoch, seq, message, finished): ``client``'s next message; waits up to ``wait_s``."""
         self._known(client)
         end = self._clock() + wait_s
@@ -249,6 +385,9 @@ class Coordinator:
             while True:
                 self._last_seen[client] = self._clock()
                 if epoch != self.epoch:
+                    late = self._late(client, epoch, after)
+                    if late is not None:  # HE: the sum of the attempt the client was in
+                        return epoch, after + 1, late, False
                     epoch, after = self.epoch, 0  # a new attempt: start from its first message
                 box = self._outbox.get(client, [])
                 if after < len(box):
@@ -260,9 +399,32 @@ class Coordinator:
                     return epoch, after, None, False
                 self._cond.wait(min(remaining, 0.5))
 
+    def _late(self, client: int, epoch: int, after: int) -> AnyServerMessage | None:
+        """HE mode: an unread message of the previous attempt, if the client polls for it.
+
+        In ckks mode a client that misses a round's encrypted sum falls behind
+        for good (only the clients hold the model), so the next attempt
+        starting must not skip it (in memory only: a restart forgets it).
+        """
+        if self._previous is None or self._previous[0] != epoch:
+            return None
+        box = self._previous[1].get(client, [])
+        return box[after] if after < len(box) else None
+
     def model_bytes(self, round_: int) -> bytes:
-        """The global model for ``round_`` (only the current one is served)."""
+        """The global model for ``round_`` (only the current one is served).
+
+        In ckks mode the aggregator holds θ₀ only and serves it for round 0
+        (a client without a model asks for it); later models exist only on the clients.
+        """
         with self._cond:
+            if self.he is not None:
+                if round_ != 0:
+                    raise WrongPhase(
+                        f"model of round {round_} is not here: in ckks mode the aggregator "
+                        "holds only the initial model (round 0), the clients hold the rest"
+                    )
+                return self.model.astype("<f4").tobytes()
             if round_ != self.round:
                 raise WrongPhase(f"model of round {round_} is not available (current {self.round})")
             return self.model.astype("<f4").tobytes()
@@ -277,7 +439,7 @@ class Coordinator:
             now = self._clock()
             if self.machine is None:
                 self._maybe_start(now)
-            elif self.machine.phase in (ServerPhase.COMPLETED, ServerPhase.ABORTED):
+            elif _over(self.machine):
                 self._finish_round()
             elif self.machine.ready_to_advance() or now >= self._deadline:
                 self._advance(now)
@@ -292,16 +454,22 @@ class Coordinator:
             return
         present = self._present(now)
         wanted = self.settings.min_clients or len(self.roster)
+        fewest = 2
+        if self.he is not None:  # only clients holding the current model can take part
+            present = list(he_rounds.cohort(present, self.he))
+            wanted = min(wanted, he_rounds.eligible(self.he, len(self.roster)))
+            fewest = he_rounds.MIN_COHORT
         timed_out = now - self._waiting_since >= self.settings.start_timeout_s
-        if len(present) < wanted and not (timed_out and len(present) >= 2):
+        if len(present) < wanted and not (timed_out and len(present) >= fewest):
             return
         config = self._config(tuple(present))
+        if self.he is not None:  # its sum must still reach the clients that poll late
+            self._previous = (self.epoch, self._outbox)
         self.epoch += 1
-        self.store.begin_attempt(
-            self.epoch, self.round, codec.config_to_proto(config).SerializeToString(), now
-        )
+        self.store.begin_attempt(self.epoch, self.round, self._encode_config(config), now)
         self.machine = self._machine_for(config)
         self._outbox = {c: [] for c in config.clients}
+        self._nonces = {}
         self._phase_seconds = {}
         self._phase_started = self._round_started = now
         self._bytes_in = 0
@@ -313,8 +481,19 @@ class Coordinator:
         """Clients train before they answer the first phase, so it may get longer."""
         return self.settings.train_timeout_s or self.settings.phase_timeout_s
 
-    def _config(self, cohort: tuple[int, ...]) -> RoundConfig:
+    def _config(self, cohort: tuple[int, ...]) -> RoundConfig | HEConfig:
         s = self.settings
+        if self.he is not None:
+            return he_rounds.make_config(
+                round_=self.round,
+                clients=cohort,
+                dim=s.dim,
+                clip=s.clip,
+                max_weight=s.max_weight,
+                learning_rate=s.learning_rate,
+                nonce=self._rng.random_bytes(32),
+                lineage=self.he.lineage,
+            )
         # make_config holds the defaults (safe threshold, minimal modulus); this round
         # differs only in its cohort, its fresh nonce and the model it announces.
         base = make_config(
@@ -346,13 +525,16 @@ class Coordinator:
         self._phase_started = self._clock()
         self._deadline = self._phase_started + self.settings.phase_timeout_s
 
-    def _send(self, outgoing: list[tuple[int, ServerMessage]]) -> None:
+    def _send(self, outgoing: Sequence[tuple[int, AnyServerMessage]]) -> None:
         for client, msg in outgoing:
             self._outbox.setdefault(client, []).append(msg)
 
     def _finish_round(self) -> None:
         machine = self.machine
         assert machine is not None
+        if not isinstance(machine, ServerMachine | PlainServer):
+            self._finish_he_round(machine)
+            return
         result = machine.result
         record = RoundRecord(
             round=self.round,
@@ -370,13 +552,7 @@ class Coordinator:
             wall_s=self._clock() - self._round_started,
             bytes_received=self._bytes_in,
         )
-        self.history.append(record)
-        self.metrics.rounds.labels("completed" if result is not None else "aborted").inc()
-        for phase, seconds in record.phase_seconds.items():
-            self.metrics.phase_seconds.labels(phase).observe(seconds)
-        if result is not None:
-            self.metrics.round_seconds.observe(record.wall_s)
-            self.metrics.dropouts.inc(len(record.cohort) - len(record.survivors))
+        self._observe(record)
         self.machine = None
         self._waiting_since = self._clock()
         if result is not None:
@@ -391,12 +567,60 @@ class Coordinator:
             self._retry_at = self._clock() + self.settings.retry_delay_s
             self.store.finish_attempt(self.epoch, "aborted")
             log.warning("round %d aborted: %s", self.round, machine.abort_reason)
+        self._publish(record)
+
+    def _observe(self, record: RoundRecord) -> None:
+        """Keep the record for `secagg status` and count it in the metrics."""
+        self.history.append(record)
+        self.metrics.rounds.labels("completed" if record.completed else "aborted").inc()
+        for phase, seconds in record.phase_seconds.items():
+            self.metrics.phase_seconds.labels(phase).observe(seconds)
+        if record.completed:
+            self.metrics.round_seconds.observe(record.wall_s)
+            self.metrics.dropouts.inc(len(record.cohort) - len(record.survivors))
+
+    def _publish(self, record: RoundRecord) -> None:
+        """Append the record to rounds.jsonl; call only after the round's commit."""
         # Only after the commit: a crash before it replays the round, never logs it twice.
         with open(self.store.path.parent / "rounds.jsonl", "a", encoding="utf-8") as out:
             out.write(json.dumps(record.__dict__) + "\n")
         self.metrics.round.set(self.round)
         if self.round >= self.settings.rounds:
             self.finished = True
+
+    def _finish_he_round(self, machine: HEServerMachine) -> None:
+        """An HE round: no model step (the clients take it); the lineage moves on instead."""
+        assert self.he is not None
+        blobs = machine.result_blobs
+        completed = blobs is not None
+        record = RoundRecord(
+            round=self.round,
+            epoch=self.epoch,
+            completed=completed,
+            cohort=list(machine.config.clients),
+            survivors=list(machine.contributors) if completed else [],
+            excluded=dict(machine.excluded),
+            abort_reason=machine.abort_reason,
+            weight_sum=None,  # encrypted: only the clients learn it
+            total_sha256=sum_digest(blobs).hex() if blobs is not None else None,
+            phase_seconds=dict(self._phase_seconds),
+            wall_s=self._clock() - self._round_started,
+            bytes_received=self._bytes_in,
+        )
+        self._observe(record)
+        self.machine = None
+        self._waiting_since = self._clock()
+        if blobs is not None:
+            self.he = self.he.after(self.round, blobs, machine.contributors)
+            he_rounds.save_state(self.store.path.parent, self.he)  # the commit of the round
+            self.round = self.he.round
+            self.store.finish_attempt(self.epoch, "completed")
+            log.info("HE round %d completed: %d contributors", record.round, len(record.survivors))
+        else:
+            self._retry_at = self._clock() + self.settings.retry_delay_s
+            self.store.finish_attempt(self.epoch, "aborted")
+            log.warning("HE round %d aborted: %s", self.round, machine.abort_reason)
+        self._publish(record)
 
     def status(self) -> dict[str, Any]:
         """A machine-readable snapshot for operators."""
@@ -407,6 +631,7 @@ class Coordinator:
                 "round": self.round,
                 "rounds": self.settings.rounds,
                 "profile": self.settings.profile,
+                "mode": self.settings.mode,
                 "epoch": self.epoch,
                 "phase": self.machine.phase.value if self.machine else "waiting",
                 "finished": self.finished,

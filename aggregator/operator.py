@@ -46,6 +46,9 @@ class Metrics:
         self.dropouts = Counter(
             "secagg_dropouts", "Clients that dropped out of a round", registry=r
         )
+        self.throttled = Counter(
+            "secagg_throttled", "Calls refused by the per-client rate limit", registry=r
+        )
         self.round = Gauge("secagg_round", "Current round number", registry=r)
         self.clients_present = Gauge("secagg_clients_present", "Clients seen recently", registry=r)
 

@@ -18,8 +18,10 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from aggregator import spool
 from aggregator.coordinator import Coordinator
 from aggregator.operator import OperatorServer
+from aggregator.ratelimit import Admission, Limits
 from aggregator.servicer import AggregatorServicer, certificate_identity, insecure_identity
 from aggregator.settings import AggregatorSettings
 from aggregator.store import Store
@@ -80,7 +82,20 @@ class AggregatorServer:
             maximum_concurrent_rpcs=settings.max_workers * 2,
         )
         max_payload = (settings.dim + 1) * 8 + 1024
-        self.servicer = AggregatorServicer(self.coordinator, identify, max_payload=max_payload)
+        limits = Limits(
+            rate=settings.rate_limit_per_s,
+            burst=settings.rate_limit_burst,
+            max_inflight=settings.max_inflight_per_client,
+        )
+        spool_dir = Path(settings.state_dir) / "spool"
+        spool.clear(spool_dir)  # uploads a crash interrupted were never acknowledged
+        self.servicer = AggregatorServicer(
+            self.coordinator,
+            identify,
+            max_payload=max_payload,
+            admission=Admission(limits),
+            spool_dir=spool_dir,
+        )
         pb_grpc.add_AggregatorServicer_to_server(  # type: ignore[no-untyped-call]
             self.servicer, self.server
         )

@@ -5,21 +5,43 @@ its certificate (or, in insecure development mode, from the request), calls
 the coordinator and maps ``SecAggError`` subclasses to status codes through
 one table. No client input can raise past it: anything unexpected becomes
 INTERNAL with a generic text, never UNKNOWN.
+
+Every call is admitted per identity (:mod:`aggregator.ratelimit`) right after
+the caller is identified and checked against the roster, and before it
+touches any round state.
+
+State-changing requests (Submit, Upload) must carry a request signature
+(:mod:`protocol.request_auth`) by the caller's roster key whenever the roster
+holds signing keys (always with a PKI; only development without one has
+none). It is verified before anything else looks at the request's content,
+an Upload's on its first chunk; a bad or missing one is UNAUTHENTICATED. The
+coordinator then refuses, under its lock, a request signed for another round
+attempt or with a nonce already used in this one (FAILED_PRECONDITION).
 """
 
 from __future__ import annotations
 
-import hashlib
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import grpc
 
 from aggregator.coordinator import Coordinator
-from protocol.errors import AuthenticationFailed, InvalidMessage, ProtocolError
-from protocol.messages import MaskedInput
+from aggregator.ratelimit import Admission, Limits, RateLimited
+from aggregator.spool import SpooledPayload
+from protocol.errors import AuthenticationFailed, InvalidMessage, ProtocolError, UnknownClient
+from protocol.he_messages import AnyClientMessage
+from protocol.request_auth import (
+    RequestAuth,
+    body_digest,
+    masked_digest,
+    phase_of,
+    verify_request,
+)
 from protocol.roster import Roster
 from secagg.errors import SecAggError
 from secagg_pb import codec
@@ -49,10 +71,15 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
         identify: Callable[[grpc.ServicerContext, int], int],
         *,
         max_payload: int,
+        admission: Admission | None = None,
+        spool_dir: Path | None = None,
     ) -> None:
         self.coordinator = coordinator
         self.identify = identify
         self.max_payload = max_payload
+        #: Where uploads are spooled while they stream in (None: the system temp folder).
+        self.spool_dir = spool_dir
+        self.admission = admission or Admission(Limits(rate=0, burst=0, max_inflight=0))
         #: Set once the stored state is replayed; until then every call gets UNAVAILABLE.
         self.ready = threading.Event()
 
@@ -62,17 +89,52 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
         try:
             return call()
         except SecAggError as exc:
+            if isinstance(exc, RateLimited):
+                self.coordinator.metrics.throttled.inc()
             context.abort(status_of(exc), str(exc)[:500])
         except Exception:  # never let client input surface as UNKNOWN
             log.exception("internal error while handling a request")
             context.abort(grpc.StatusCode.INTERNAL, "internal error")
         raise AssertionError("unreachable")  # context.abort raises
 
+    def _caller(self, context: grpc.ServicerContext, claimed: int) -> int:
+        """The authenticated caller's roster id (its certificate's, in production)."""
+        client = self.identify(context, claimed)
+        if client not in self.coordinator.roster:
+            raise UnknownClient(f"client {client} is not on the roster")
+        return client
+
+    def _authenticate(
+        self, client: int, auth: RequestAuth | None, *, round_: int, phase: str, body: bytes
+    ) -> RequestAuth | None:
+        """Verify the request signature by ``client``'s roster key; None when there are no keys."""
+        key = self.coordinator.roster.get(client, b"")
+        if not key:  # development without a PKI: nothing to verify against
+            return None
+        if auth is None:
+            raise AuthenticationFailed("request is not signed")
+        verify_request(key, auth, round_=round_, phase=phase, sender=client, body=body)
+        return auth
+
+    def _submit(self, client: int, msg: AnyClientMessage, auth: RequestAuth | None) -> None:
+        if auth is None:
+            self.coordinator.submit(client, msg)
+        else:
+            self.coordinator.submit(client, msg, session=auth.session, nonce=auth.nonce)
+
     def Submit(self, request: pb.ClientMessage, context: grpc.ServicerContext) -> pb.Ack:
         def run() -> pb.Ack:
-            msg = codec.client_from_proto(request)
-            client = self.identify(context, msg.client)
-            self.coordinator.submit(client, msg)
+            msg = codec.any_client_from_proto(request)  # SecAgg's messages or an HE round's
+            client = self._caller(context, msg.client)
+            with self.admission.admit(client):
+                auth = self._authenticate(
+                    client,
+                    codec.auth_from_proto(request),
+                    round_=msg.round,
+                    phase=phase_of(msg),
+                    body=body_digest(msg),
+                )
+                self._submit(client, msg, auth)
             return pb.Ack(status="accepted")
 
         return self._guard(context, run)
@@ -81,55 +143,82 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
         self, request_iterator: Iterator[pb.UploadChunk], context: grpc.ServicerContext
     ) -> pb.Ack:
         def run() -> pb.Ack:
-            first: pb.UploadChunk | None = None
-            buf = bytearray()
-            digest = b""
-            for chunk in request_iterator:
-                if first is None:
-                    first = chunk
-                    if chunk.total_length > self.max_payload:
-                        raise InvalidMessage(
-                            f"upload of {chunk.total_length} bytes exceeds the cap"
-                        )
-                if (chunk.upload_id, chunk.client, chunk.round, chunk.total_length) != (
-                    first.upload_id,
-                    first.client,
-                    first.round,
-                    first.total_length,
-                ):
-                    raise InvalidMessage(
-                        "chunks of one upload must agree on id, client, round, length"
-                    )
-                if len(chunk.data) > MAX_CHUNK:
-                    raise InvalidMessage("chunk larger than 4 MiB")
-                if chunk.offset != len(buf):
-                    raise InvalidMessage(f"chunk at offset {chunk.offset}, expected {len(buf)}")
-                if len(buf) + len(chunk.data) > first.total_length:
-                    raise InvalidMessage("upload longer than its declared length")
-                buf += chunk.data
-                digest = chunk.sha256 or digest
+            chunks = iter(request_iterator)
+            first = next(chunks, None)
             if first is None:
                 raise InvalidMessage("empty upload")
-            if len(buf) != first.total_length:
-                raise InvalidMessage("upload ended before its declared length")
-            if hashlib.sha256(buf).digest() != digest:
-                raise InvalidMessage("upload digest mismatch")
-            client = self.identify(context, first.client)
-            self.coordinator.submit(client, MaskedInput(first.client, first.round, bytes(buf)))
+            # Identify and admit on the first chunk, before reading any more of the stream.
+            client = self._caller(context, first.client)
+            with self.admission.admit(client):
+                # A signed upload declares its digest on the first chunk; the signature
+                # covers it, so it is checked before the rest of the stream is read.
+                auth = self._authenticate(
+                    client,
+                    codec.auth_from_proto(first),
+                    round_=first.round,
+                    phase="masked",
+                    body=masked_digest(first.client, first.round, first.sha256),
+                )
+                if auth is not None and first.upload_id != auth.nonce.hex():
+                    raise AuthenticationFailed("a signed upload's id must be its signed nonce")
+                with SpooledPayload(self.spool_dir) as payload:
+                    self._receive(first, chunks, payload, signed=auth is not None)
+                    if auth is None:
+                        self.coordinator.submit_masked(client, first.round, payload)
+                    else:
+                        self.coordinator.submit_masked(
+                            client, first.round, payload, session=auth.session, nonce=auth.nonce
+                        )
             return pb.Ack(status="accepted")
 
         return self._guard(context, run)
 
+    def _receive(
+        self,
+        first: pb.UploadChunk,
+        rest: Iterator[pb.UploadChunk],
+        payload: SpooledPayload,
+        *,
+        signed: bool,
+    ) -> None:
+        """Spool one upload chunk by chunk, checking its framing and digest (the signed one)."""
+        if first.total_length > self.max_payload:
+            raise InvalidMessage(f"upload of {first.total_length} bytes exceeds the cap")
+        digest = b""
+        for chunk in itertools.chain([first], rest):
+            if (chunk.upload_id, chunk.client, chunk.round, chunk.total_length) != (
+                first.upload_id,
+                first.client,
+                first.round,
+                first.total_length,
+            ):
+                raise InvalidMessage("chunks of one upload must agree on id, client, round, length")
+            data = chunk.data  # one copy out of the message, then straight to disk
+            if len(data) > MAX_CHUNK:
+                raise InvalidMessage("chunk larger than 4 MiB")
+            if chunk.offset != payload.length:
+                raise InvalidMessage(f"chunk at offset {chunk.offset}, expected {payload.length}")
+            if payload.length + len(data) > first.total_length:
+                raise InvalidMessage("upload longer than its declared length")
+            payload.write(data)
+            digest = chunk.sha256 or digest
+        if payload.length != first.total_length:
+            raise InvalidMessage("upload ended before its declared length")
+        actual = payload.sha256
+        if actual != digest or (signed and actual != first.sha256):
+            raise InvalidMessage("upload digest mismatch")
+
     def Poll(self, request: pb.PollRequest, context: grpc.ServicerContext) -> pb.PollReply:
         def run() -> pb.PollReply:
-            client = self.identify(context, request.client)
+            client = self._caller(context, request.client)
             wait = self.coordinator.settings.poll_wait_s
             remaining = context.time_remaining()
             if remaining is not None:
                 wait = max(0.0, min(wait, remaining - 0.5))
-            epoch, seq, msg, finished = self.coordinator.poll(
-                client, request.epoch, request.after, wait
-            )
+            with self.admission.admit(client):
+                epoch, seq, msg, finished = self.coordinator.poll(
+                    client, request.epoch, request.after, wait
+                )
             reply = pb.PollReply(epoch=epoch, seq=seq, finished=finished)
             if msg is not None:
                 reply.message.CopyFrom(codec.server_to_proto(msg))
@@ -140,13 +229,12 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
     def GetModel(
         self, request: pb.ModelRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.ModelChunk]:
-        data = self._guard(
-            context,
-            lambda: (
-                self.identify(context, request.client),
-                self.coordinator.model_bytes(request.round),
-            )[1],
-        )
+        def run() -> bytes:
+            client = self._caller(context, request.client)
+            with self.admission.admit(client):
+                return self.coordinator.model_bytes(request.round)
+
+        data = self._guard(context, run)
         for offset in range(0, max(len(data), 1), MODEL_CHUNK):
             yield pb.ModelChunk(
                 round=request.round,

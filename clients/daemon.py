@@ -14,6 +14,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
@@ -23,12 +25,16 @@ from clients.transport import Transport
 from protocol.client import ClientMachine, ClientPhase
 from protocol.config import ClientPolicy
 from protocol.faults import fault_point
+from protocol.he_messages import HEStart
 from protocol.messages import MaskedInput, RoundStart
 from protocol.plain import PlainClient
 from secagg.errors import SecAggError
 from secagg.primitives.signing import SigningKey
 from secagg.rng import RandomSource, SystemRandomSource
 from secagg_pb import codec
+
+if TYPE_CHECKING:
+    from clients.he_daemon import HERound, LocalModel  # TenSEAL: loaded by HE rounds only
 
 log = logging.getLogger("secagg.client")
 Trainer = Callable[[np.ndarray, int], LocalUpdate]
@@ -64,6 +70,7 @@ class Daemon:
         poll_timeout: float = 30.0,
         max_rounds: int | None = None,
         on_round: RoundReport | None = None,
+        dump_dir: Path | None = None,
     ) -> None:
         self.client_id = client_id
         self.transport = transport
@@ -79,8 +86,12 @@ class Daemon:
         self._times = {"train_s": 0.0, "crypto_s": 0.0, "network_s": 0.0}
         self._bytes_up = 0
         self._info: dict[str, object] = {}
-        self._machine: ClientMachine | PlainClient | None = None
+        self._machine: ClientMachine | PlainClient | HERound | None = None
         self._round = -1
+        #: HE rounds: this client's own model between rounds (the aggregator has none).
+        self._he_local: LocalModel | None = None
+        #: Debugging and tests only: HE rounds write each decrypted mean here.
+        self._dump_dir = dump_dir
 
     def run(self) -> DaemonStats:
         """Loop until the aggregator reports that training is finished."""
@@ -96,7 +107,7 @@ class Daemon:
             if not reply.HasField("message"):
                 continue
             seq = reply.seq
-            self._handle(codec.server_from_proto(reply.message))
+            self._handle(codec.any_server_from_proto(reply.message))
             if self.max_rounds is not None and len(self.stats.rounds_completed) >= self.max_rounds:
                 return self.stats
 
@@ -106,6 +117,13 @@ class Daemon:
             try:
                 self._start_round(msg)
             except SecAggError as exc:  # e.g. a model that does not fit the config
+                self._abandon(f"cannot join: {exc}")
+                return
+        elif isinstance(msg, HEStart):
+            self._close_round()
+            try:
+                self._start_he_round(msg)
+            except SecAggError as exc:
                 self._abandon(f"cannot join: {exc}")
                 return
         machine = self._machine
@@ -126,12 +144,12 @@ class Daemon:
                 # restarted mid-session with new keys. Never re-mask: leave the session.
                 self._abandon(f"{exc.code()}: {exc.details()}")
                 return
-        if machine.phase is ClientPhase.COMPLETED:
+        if machine.phase.value == ClientPhase.COMPLETED.value:  # SecAgg's or an HE round's
             self.stats.rounds_completed.append(self._round)
             log.info("client %d: round %d completed", self.client_id, self._round)
             self._report()
             self._machine = None
-        elif machine.phase is ClientPhase.ABORTED:
+        elif machine.phase.value == ClientPhase.ABORTED.value:
             self.stats.rounds_aborted.append((self._round, machine.abort_reason or ""))
             log.warning(
                 "client %d: round %d aborted: %s", self.client_id, self._round, machine.abort_reason
@@ -171,6 +189,37 @@ class Daemon:
             machine.set_input(update.vector, weight=update.weight, model_hash=digest)
         self._times["crypto_s"] += time.perf_counter() - start
         self._machine = machine
+
+    def _start_he_round(self, msg: HEStart) -> None:
+        """Train on this client's own model (θ₀ from the aggregator the first time)."""
+        from clients.he_daemon import HERound, LocalModel
+
+        self._round = msg.config.round
+        self._times = dict.fromkeys(self._times, 0.0)
+        self._bytes_up = 0
+        if self._he_local is None:
+            start = time.perf_counter()
+            self._he_local = LocalModel.initial(self.transport.model(0))
+            self._times["network_s"] += time.perf_counter() - start
+        local = self._he_local
+        update = None
+        if HERound.current(local, msg):  # a model that is behind is not trained on
+            start = time.perf_counter()
+            update = self.trainer(local.model.copy(), msg.config.round)
+            self._times["train_s"] += time.perf_counter() - start
+            self._info = dict(getattr(self.trainer, "last", None) or {})
+        start = time.perf_counter()
+        self._machine = HERound(
+            self.client_id,
+            msg,
+            local,
+            update,
+            rng=self.rng,
+            signing_key=self.signing_key,
+            roster=self.roster,
+            dump_dir=self._dump_dir,
+        )
+        self._times["crypto_s"] += time.perf_counter() - start
 
     def _report(self) -> None:
         """Hand this round's local figures to ``on_round`` (they stay on the client)."""

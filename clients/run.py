@@ -38,13 +38,14 @@ def run_client(settings: ClientSettings) -> DaemonStats:
     )
     daemon = Daemon(
         settings.id,
-        Transport(channel, settings.id),
+        Transport(channel, settings.id, signing_key=signing),  # signs requests (T28)
         make_trainer(settings),
         signing_key=signing,
         roster=roster,
         policy=policy,
         poll_timeout=settings.poll_timeout_s,
         on_round=_metrics_writer(settings.metrics_file),
+        dump_dir=Path(settings.dump_updates_dir) if settings.dump_updates_dir else None,
     )
     try:
         return daemon.run()

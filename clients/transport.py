@@ -3,6 +3,11 @@
 Only UNAVAILABLE, RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED are retried
 (security.md §4.2); everything else is final. Every protocol RPC is
 idempotent on the server, so a retry after a lost reply is safe.
+
+With a signing key, every state-changing request (Submit, and the first chunk
+of an Upload) is signed (:mod:`protocol.request_auth`) for the round attempt
+of the last ``RoundStart`` this transport delivered, with a fresh nonce per
+attempt of the call: the server refuses a replayed nonce, never a retry.
 """
 
 from __future__ import annotations
@@ -18,7 +23,17 @@ from typing import TypeVar
 
 import grpc
 
-from protocol.messages import ClientMessage, MaskedInput
+from protocol.he_messages import AnyClientMessage
+from protocol.messages import MaskedInput
+from protocol.request_auth import (
+    NONCE_BYTES,
+    RequestAuth,
+    masked_digest,
+    sign_message,
+    sign_request,
+)
+from secagg.primitives.signing import SigningKey
+from secagg.rng import RandomSource, SystemRandomSource
 from secagg_pb import codec
 from secagg_pb.v1 import secagg_pb2 as pb
 from secagg_pb.v1 import secagg_pb2_grpc as pb_grpc
@@ -71,9 +86,15 @@ class Transport:
         base_delay: float = 0.5,
         max_delay: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
+        signing_key: SigningKey | None = None,
+        rng: RandomSource | None = None,
     ) -> None:
         self.stub = pb_grpc.AggregatorStub(channel)  # type: ignore[no-untyped-call]
         self.client_id = client_id
+        self.signing_key = signing_key
+        self._rng = rng or SystemRandomSource()
+        #: The round attempt requests are signed for: the nonce of the last RoundStart polled.
+        self.session = b""
         self.attempts = attempts
         self.base_delay = base_delay
         self.max_delay = max_delay
@@ -95,34 +116,66 @@ class Transport:
                 delay *= 2
         raise AssertionError("unreachable")
 
-    def send(self, msg: ClientMessage, timeout: float = 60.0) -> None:
+    def send(self, msg: AnyClientMessage, timeout: float = 60.0) -> None:
         """Submit a protocol message; masked vectors go through the chunked Upload."""
         if isinstance(msg, MaskedInput):
-            self._retry(lambda: self.stub.Upload(self._chunks(msg), timeout=timeout))
+            digest = hashlib.sha256(msg.payload).digest()
+            self._retry(lambda: self.stub.Upload(self._chunks(msg, digest), timeout=timeout))
         else:
-            request = codec.client_to_proto(msg)
-            self._retry(lambda: self.stub.Submit(request, timeout=timeout))
+            # Built per attempt: each one is signed with a fresh nonce.
+            self._retry(lambda: self.stub.Submit(self._signed(msg), timeout=timeout))
 
-    def _chunks(self, msg: MaskedInput) -> Iterator[pb.UploadChunk]:
-        upload_id = uuid.uuid4().hex
-        digest = hashlib.sha256(msg.payload).digest()
+    def _nonce(self) -> bytes:
+        return self._rng.random_bytes(NONCE_BYTES)
+
+    def _signed(self, msg: AnyClientMessage) -> pb.ClientMessage:
+        auth = None
+        if self.signing_key is not None:
+            auth = sign_message(self.signing_key, msg, session=self.session, nonce=self._nonce())
+        return codec.signed_client_to_proto(msg, auth)
+
+    def _upload_auth(self, msg: MaskedInput, digest: bytes) -> RequestAuth | None:
+        if self.signing_key is None:
+            return None
+        return sign_request(
+            self.signing_key,
+            session=self.session,
+            nonce=self._nonce(),
+            round_=msg.round,
+            phase="masked",
+            sender=msg.client,
+            body=masked_digest(msg.client, msg.round, digest),
+        )
+
+    def _chunks(self, msg: MaskedInput, digest: bytes) -> Iterator[pb.UploadChunk]:
         total = len(msg.payload)
+        auth = self._upload_auth(msg, digest)
+        # A signed upload is named by its signed nonce, so no byte of it is left unsigned.
+        upload_id = uuid.uuid4().hex if auth is None else auth.nonce.hex()
         for offset in range(0, max(total, 1), CHUNK):
-            last = offset + CHUNK >= total
-            yield pb.UploadChunk(
+            first, last = offset == 0, offset + CHUNK >= total
+            chunk = pb.UploadChunk(
                 client=msg.client,
                 round=msg.round,
                 upload_id=upload_id,
                 offset=offset,
                 total_length=total,
                 data=msg.payload[offset : offset + CHUNK],
-                sha256=digest if last else b"",
+                # Signed uploads declare the digest up front: the signature covers it.
+                sha256=digest if last or (first and auth is not None) else b"",
             )
+            if first and auth is not None:
+                chunk.auth.CopyFrom(codec.auth_to_proto(auth))
+            yield chunk
 
     def poll(self, epoch: int, after: int, timeout: float) -> pb.PollReply:
         """Long-poll for the next message of round attempt ``epoch`` after number ``after``."""
         request = pb.PollRequest(client=self.client_id, epoch=epoch, after=after)
         reply: pb.PollReply = self._retry(lambda: self.stub.Poll(request, timeout=timeout))
+        if reply.message.HasField("round_start"):  # a new attempt: sign for it from now on
+            self.session = reply.message.round_start.config.nonce
+        elif reply.message.HasField("he_start"):  # the same for an HE round
+            self.session = reply.message.he_start.config.nonce
         return reply
 
     def model(self, round_: int, timeout: float = 120.0) -> bytes:

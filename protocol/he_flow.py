@@ -1,4 +1,4 @@
-"""Homomorphic aggregation as sans-I/O state machines (issue 4, in-memory slice).
+"""Homomorphic aggregation as sans-I/O state machines (issue 4; over gRPC: issue 5).
 
 The aggregator sums ciphertexts and never holds a secret key, so it sees
 neither an individual update nor the aggregate; clients decrypt.
@@ -19,6 +19,11 @@ aggregation. A client colluding with the server exposes every upload (all
 clients share the key); the masked hybrid (:mod:`protocol.he_masked`, BFV
 plaintexts with pairwise masks) closes that and reuses the key ceremony
 below (:class:`KeyCeremonyClient`, :class:`KeyCeremonyServer`).
+
+The config and messages live in :mod:`protocol.he_messages` (no TenSEAL
+import) and are re-exported here. The same machines run in memory
+(:func:`run_he_round`) and under the gRPC aggregator and client daemon
+(``mode = "ckks"``), where the clients hold the model (:mod:`protocol.he_model`).
 """
 
 from __future__ import annotations
@@ -27,11 +32,9 @@ import enum
 import hashlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
-from protocol.config import PROTOCOL_VERSION
 from protocol.errors import (
     AuthenticationFailed,
     ConflictingMessage,
@@ -41,7 +44,23 @@ from protocol.errors import (
     UnknownClient,
     WrongPhase,
 )
-from protocol.messages import EncryptedShare, RoundComplete, ServerAbort
+from protocol.he_messages import (
+    HE_SCHEMES,
+    MIN_CONTRIBUTORS,
+    HEClientMessage,
+    HEConfig,
+    HEInbound,
+    HEJoin,
+    HEKeyBundle,
+    HEKeyDelivery,
+    HEKeys,
+    HEResult,
+    HEScheme,
+    HEServerMessage,
+    HEStart,
+    HEUpload,
+)
+from protocol.messages import ClientAbort, ClientMessage, EncryptedShare, ServerAbort
 from secagg import he
 from secagg.encoding import Field, encode
 from secagg.errors import (
@@ -55,143 +74,42 @@ from secagg.primitives import aead
 from secagg.primitives.kdf import derive_key
 from secagg.primitives.signing import SigningKey, sign, verify
 from secagg.primitives.x25519 import KEY_BYTES, X25519KeyPair, x25519_keypair
-from secagg.quantization import Quantizer, check_no_wrap, dequantize_sum, quantize
+from secagg.quantization import Quantizer, dequantize_sum, quantize
 from secagg.rng import RandomSource
 
-HEScheme = Literal["ckks", "bfv"]
-MIN_CONTRIBUTORS = 3  # k_min: an aggregate clients decrypt holds at least this many inputs
+__all__ = [  # the config and messages live in protocol.he_messages; re-exported here
+    "HE_SCHEMES",
+    "MIN_CONTRIBUTORS",
+    "CeremonyFailed",
+    "HEClientMachine",
+    "HEClientMessage",
+    "HEConfig",
+    "HEJoin",
+    "HEKeyBundle",
+    "HEKeyDelivery",
+    "HEKeys",
+    "HEPhase",
+    "HEResult",
+    "HERoundReport",
+    "HEScheme",
+    "HEServerMachine",
+    "HEServerMessage",
+    "HEStart",
+    "HEUpload",
+    "KeyCeremonyClient",
+    "KeyCeremonyServer",
+    "he_session_id",
+    "join_fields",
+    "run_he_round",
+    "upload_fields",
+]
 
 
-@dataclass(frozen=True, slots=True)
-class HEConfig:
-    """A homomorphic-aggregation round; bound into the session id like RoundConfig."""
-
-    round: int
-    clients: tuple[int, ...]
-    dim: int
-    scheme: HEScheme
-    key_holder: int
-    clip: float
-    max_weight: int
-    levels: int  # BFV: quantisation levels of the integer encoding
-    nonce: bytes
-    model_hash: bytes
-
-    def __post_init__(self) -> None:
-        if not self.clients or list(self.clients) != sorted(set(self.clients)):
-            raise ParameterError("cohort ids must be strictly increasing")
-        if self.key_holder not in self.clients:
-            raise ParameterError("the key holder must be in the cohort")
-        if self.scheme not in ("ckks", "bfv") or self.dim < 1 or self.max_weight < 1:
-            raise ParameterError("invalid scheme, dim or max_weight")
-        if len(self.nonce) != 32 or len(self.model_hash) != 32:
-            raise ParameterError("nonce and model hash must be 32 bytes")
-        n = len(self.clients)
-        if isinstance(self.params, he.CkksParams):  # every coordinate of w·x and w is ≤ w_max·clip
-            he.check_ckks(self.params, clients=n, max_abs=self.max_weight * max(self.clip, 1.0))
-        else:
-            Quantizer(self.clip, self.levels)
-            worst = max(self.levels - 1, 1) * self.max_weight
-            he.check_bfv(self.params, clients=n, max_abs=worst)
-            check_no_wrap(n, self.levels, self.max_weight, 62)
-
-    @property
-    def params(self) -> he.HEParams:
-        """The fixed, validated parameter profile of the scheme."""
-        return he.CKKS_8192 if self.scheme == "ckks" else he.BFV_8192
-
-    @property
-    def length(self) -> int:
-        """Encrypted values per client: the update and its weight."""
-        return self.dim + 1
-
-    def canonical(self) -> bytes:
-        """Unambiguous encoding, bound into the session id and the join signatures."""
-        return encode(
-            "he-config",
-            PROTOCOL_VERSION,
-            self.round,
-            encode(*self.clients),
-            self.dim,
-            self.scheme,
-            self.key_holder,
-            self.clip.hex(),
-            self.max_weight,
-            self.levels,
-            self.nonce,
-            self.model_hash,
-        )
-
-
-# ---------------------------------------------------------------- messages
-
-
-@dataclass(frozen=True, slots=True)
-class HEStart:
-    """Server → clients: the round."""
-
-    config: HEConfig
-
-
-@dataclass(frozen=True, slots=True)
-class HEJoin:
-    """Client → server: a fresh X25519 key for receiving the HE secret key, signed."""
-
-    client: int
-    round: int
-    public: bytes
-    signature: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class HEKeys:
-    """Server → clients: every join."""
-
-    joins: tuple[HEJoin, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class HEKeyDelivery:
-    """Key holder → server: the public context, and the secret context sealed per client."""
-
-    client: int
-    round: int
-    public_context: bytes
-    sealed: tuple[EncryptedShare, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class HEKeyBundle:
-    """Server → one client: its sealed secret context (empty for the key holder)."""
-
-    sealed: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class HEUpload:
-    """Client → server: Enc(w·x ‖ w), signed over the session and the blobs' digest."""
-
-    client: int
-    round: int
-    blobs: tuple[bytes, ...]
-    signature: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class HEResult:
-    """Server → contributors: the encrypted sum and who is in it."""
-
-    blobs: tuple[bytes, ...]
-    contributors: tuple[int, ...]
-
-
-HEClientMessage = HEJoin | HEKeyDelivery | HEUpload
-HEServerMessage = HEStart | HEKeys | HEKeyBundle | HEResult | RoundComplete | ServerAbort
-
-
-def join_fields(config: HEConfig, client: int, public: bytes) -> tuple[Field, ...]:
-    """What a client signs when it joins."""
-    return ("he-join", hashlib.sha256(config.canonical()).digest(), client, public)
+def join_fields(
+    config: HEConfig, client: int, public: bytes, model_sha256: bytes = b""
+) -> tuple[Field, ...]:
+    """What a client signs when it joins (``model_sha256`` empty where no host binds one)."""
+    return ("he-join", hashlib.sha256(config.canonical()).digest(), client, public, model_sha256)
 
 
 def he_session_id(config: HEConfig, joins: tuple[HEJoin, ...]) -> bytes:
@@ -229,6 +147,9 @@ class KeyCeremonyClient:
     The key holder creates the session's context when the join list arrives
     and seals its secret bytes to every other joined client; the others open
     theirs from the bundle. ``context`` holds the secret context once known.
+    ``model_sha256`` (the hash of this client's own model) goes into the
+    signed join, and a join list whose hashes differ from it is refused: every
+    member of a session starts from the same model.
     """
 
     def __init__(
@@ -239,9 +160,11 @@ class KeyCeremonyClient:
         rng: RandomSource,
         signing_key: SigningKey,
         roster: Mapping[int, bytes],
+        model_sha256: bytes = b"",
     ) -> None:
         self.client_id = client_id
         self.config = config
+        self.model_sha256 = model_sha256
         self.context: he.HEContext | None = None
         self.session = b""
         self._rng = rng
@@ -254,8 +177,9 @@ class KeyCeremonyClient:
         """The signed join message (a fresh X25519 key for receiving the HE key)."""
         assert self._pair is not None
         public = self._pair.public
-        signature = sign(self._signing, *join_fields(self.config, self.client_id, public))
-        return HEJoin(self.client_id, self.config.round, public, signature)
+        fields = join_fields(self.config, self.client_id, public, self.model_sha256)
+        signature = sign(self._signing, *fields)
+        return HEJoin(self.client_id, self.config.round, public, signature, self.model_sha256)
 
     def on_keys(self, msg: HEKeys) -> HEKeyDelivery | None:
         """Check every join; the key holder answers with the sealed key, others with None."""
@@ -275,9 +199,13 @@ class KeyCeremonyClient:
             if public is None or len(j.public) != KEY_BYTES:
                 raise CeremonyFailed(f"client {j.client} is not on the roster or sent a bad key")
             try:
-                verify(public, j.signature, *join_fields(config, j.client, j.public))
+                verify(
+                    public, j.signature, *join_fields(config, j.client, j.public, j.model_sha256)
+                )
             except InvalidSignature:
                 raise CeremonyFailed(f"bad join signature from client {j.client}") from None
+            if j.model_sha256 != self.model_sha256:
+                raise CeremonyFailed(f"client {j.client} joined with a different model")
         self._joins = {j.client: j for j in msg.joins}
         self.session = he_session_id(config, msg.joins)
         if self.client_id != config.key_holder:
@@ -351,10 +279,11 @@ class KeyCeremonyServer:
             return
         if self._closed:
             raise WrongPhase("joins are closed")
+        if len(msg.model_sha256) not in (0, 32):
+            raise InvalidMessage("a join's model hash must be empty or 32 bytes")
         try:
-            verify(
-                self._roster[client], msg.signature, *join_fields(self.config, client, msg.public)
-            )
+            fields = join_fields(self.config, client, msg.public, msg.model_sha256)
+            verify(self._roster[client], msg.signature, *fields)
         except (InvalidSignature, KeyError):
             raise AuthenticationFailed(f"bad join signature from client {client}") from None
         self.joins[client] = msg
@@ -442,12 +371,21 @@ class HEClientMachine:
         self._config: HEConfig | None = None
         self._keys: KeyCeremonyClient | None = None
         self._input: tuple[np.ndarray, int, bytes] | None = None
+        self._model_sha256 = b""
 
-    def set_input(self, vector: np.ndarray, *, weight: int, model_hash: bytes) -> None:
-        """Fix the update, once (uploaded when the key arrives)."""
+    def set_input(
+        self, vector: np.ndarray, *, weight: int, model_hash: bytes, model_sha256: bytes = b""
+    ) -> None:
+        """Fix the update, once (uploaded when the key arrives).
+
+        ``model_hash`` must equal the config's; ``model_sha256``, if given, is
+        the hash of this client's own model, signed into its join and compared
+        with every other member's (see :class:`KeyCeremonyClient`).
+        """
         if self._input is not None:
             raise UnexpectedCall("the input is fixed once per session")
         self._input = (np.asarray(vector, dtype=np.float64), int(weight), model_hash)
+        self._model_sha256 = model_sha256
 
     def handle(self, msg: HEServerMessage) -> list[HEClientMessage]:
         """One server message in, replies out (an abort ends the round silently here)."""
@@ -488,7 +426,12 @@ class HEClientMachine:
             raise _Abort("HE rounds need a signing key and a roster")
         self._config = config
         self._keys = KeyCeremonyClient(
-            self.client_id, config, rng=self._rng, signing_key=self._signing, roster=self._roster
+            self.client_id,
+            config,
+            rng=self._rng,
+            signing_key=self._signing,
+            roster=self._roster,
+            model_sha256=self._model_sha256,
         )
         self.phase = HEPhase.JOIN
         return [self._keys.join()]
@@ -567,7 +510,12 @@ class HEClientMachine:
 
 
 class HEServerMachine:
-    """The aggregator's side: relays keys, sums ciphertexts, never holds a secret key."""
+    """The aggregator's side: relays keys, sums ciphertexts, never holds a secret key.
+
+    Its host interface is ServerMachine's (``receive``, ``ready_to_advance``,
+    ``advance``, ``abort``, ``exclude``, ``waiting_for``, ``accepted_count``),
+    so the gRPC coordinator drives both alike and replays either from its log.
+    """
 
     def __init__(self, config: HEConfig, *, roster: Mapping[int, bytes]) -> None:
         self.config = config
@@ -585,12 +533,52 @@ class HEServerMachine:
         """Clients whose upload is in the sum."""
         return tuple(sorted(self._uploads))
 
+    @property
+    def survivors(self) -> tuple[int, ...]:
+        """The contributors (the host's name for them)."""
+        return self.contributors
+
+    @property
+    def aborted(self) -> bool:
+        """True once the round is aborted."""
+        return self.phase is HEPhase.ABORTED
+
     def start(self) -> list[tuple[int, HEServerMessage]]:
         """Announce the round."""
         return [(c, HEStart(self.config)) for c in self.config.clients]
 
-    def receive(self, client: int, msg: HEClientMessage) -> None:
-        """Accept one message or raise why not; a rejected upload leaves the sum unchanged."""
+    def accepted_count(self) -> int:
+        """Messages accepted so far (an identical retry does not count)."""
+        return len(self._keys.joins) + (self._keys.delivery is not None) + len(self._uploads)
+
+    def waiting_for(self) -> set[int]:
+        """Clients whose answer the current phase still expects."""
+        if self.phase is HEPhase.JOIN:
+            return set(self.config.clients) - set(self._keys.joins) - set(self.excluded)
+        if self.phase is HEPhase.KEYS:
+            holder = self.config.key_holder
+            done = self._keys.delivery is not None or holder in self.excluded
+            return set() if done else {holder}
+        if self.phase is HEPhase.UPLOAD:
+            return set(self._keys.joins) - set(self._uploads) - set(self.excluded)
+        return set()
+
+    def exclude(self, client: int, reason: str) -> None:
+        """Host decision (or the replay of one): the client takes no further part."""
+        self.excluded[client] = reason
+
+    def abort(self, reason: str) -> list[tuple[int, HEServerMessage]]:
+        """Host decision (e.g. a restart after the deadline)."""
+        if self.phase in (HEPhase.COMPLETED, HEPhase.ABORTED):
+            raise WrongPhase(f"round already {self.phase.value}")
+        return self._abort(reason)
+
+    def receive(self, client: int, msg: HEInbound | ClientMessage) -> None:
+        """Accept one message or raise why not; a rejected upload leaves the sum unchanged.
+
+        A ClientAbort excludes its sender (it is logged as an exclusion, not
+        counted as accepted); SecAgg's other messages have no place here.
+        """
         if self.phase is HEPhase.ABORTED:
             raise RoundAborted(f"round aborted: {self.abort_reason}")
         if client not in self.config.clients:
@@ -599,6 +587,11 @@ class HEServerMachine:
             raise AuthenticationFailed(f"message claims client {msg.client}, sender is {client}")
         if msg.round != self.config.round or client in self.excluded:
             raise WrongPhase("stale round, or a client no longer in the round")
+        if isinstance(msg, ClientAbort):
+            if self.phase is HEPhase.COMPLETED:
+                raise WrongPhase("the round is already completed")
+            self.excluded[client] = f"client aborted: {msg.reason[:200]}"
+            return
         match (self.phase, msg):
             case (HEPhase.JOIN, HEJoin()):
                 self._keys.on_join(client, msg)
@@ -641,18 +634,14 @@ class HEServerMachine:
 
     def ready_to_advance(self) -> bool:
         """Everyone expected answered."""
-        if self.phase is HEPhase.JOIN:
-            return set(self._keys.joins) == set(self.config.clients)
-        if self.phase is HEPhase.KEYS:
-            return self._keys.delivery is not None
-        if self.phase is HEPhase.UPLOAD:
-            return set(self._uploads) == set(self._keys.joins) - set(self.excluded)
+        if self.phase in (HEPhase.JOIN, HEPhase.KEYS, HEPhase.UPLOAD):
+            return not self.waiting_for()
         return False
 
     def advance(self) -> list[tuple[int, HEServerMessage]]:
         """Close the phase (the host decides when: all answered, or a deadline)."""
         if self.phase is HEPhase.JOIN:
-            joins = self._keys.close_joins()
+            joins = self._keys.close_joins(among=set(self.config.clients) - set(self.excluded))
             if joins is None:
                 return self._abort("too few clients joined, or the key holder is missing")
             self.phase = HEPhase.KEYS

@@ -21,6 +21,20 @@ from google.protobuf.message import DecodeError
 
 from protocol.config import PROFILES, Profile, RoundConfig
 from protocol.errors import InvalidMessage
+from protocol.he_messages import (
+    HE_SCHEMES,
+    AnyClientMessage,
+    AnyServerMessage,
+    HEConfig,
+    HEJoin,
+    HEKeyBundle,
+    HEKeyDelivery,
+    HEKeys,
+    HEResult,
+    HEScheme,
+    HEStart,
+    HEUpload,
+)
 from protocol.messages import (
     AdvertiseKeys,
     ClientAbort,
@@ -39,18 +53,29 @@ from protocol.messages import (
     UnmaskRequest,
     UnmaskShares,
 )
+from protocol.request_auth import RequestAuth
 from secagg.errors import ParameterError
 from secagg_pb.v1 import secagg_pb2 as pb
 
 __all__ = [
+    "any_client_from_proto",
+    "any_server_from_proto",
+    "auth_from_proto",
+    "auth_to_proto",
     "client_from_proto",
     "client_to_proto",
     "config_from_proto",
     "config_to_proto",
+    "he_config_from_proto",
+    "he_config_to_proto",
+    "masked_input_header",
+    "parse_any_client_message",
+    "parse_any_server_message",
     "parse_client_message",
     "parse_server_message",
     "server_from_proto",
     "server_to_proto",
+    "signed_client_to_proto",
 ]
 
 # ---------------------------------------------------------------- round config
@@ -118,16 +143,43 @@ def _profile(name: str) -> Profile:
 # ---------------------------------------------------------------- client → server
 
 
-def client_to_proto(msg: ClientMessage) -> pb.ClientMessage:
-    """Wrap a client dataclass in the ``ClientMessage`` oneof."""
+def client_to_proto(msg: AnyClientMessage) -> pb.ClientMessage:
+    """Wrap a client dataclass (SecAgg's or an HE round's) in the ``ClientMessage`` oneof."""
     try:
+        if isinstance(msg, HEJoin | HEKeyDelivery | HEUpload):
+            return _he_client_to_proto(msg)
         return _client_to_proto(msg)
     except ValueError as exc:  # protobuf: int out of range, str not encodable as UTF-8
         raise InvalidMessage(f"{type(msg).__name__} does not fit the wire schema: {exc}") from exc
 
 
+def signed_client_to_proto(msg: AnyClientMessage, auth: RequestAuth | None) -> pb.ClientMessage:
+    """:func:`client_to_proto` with the request signature attached (None: unsigned)."""
+    wire = client_to_proto(msg)
+    if auth is not None:
+        wire.auth.CopyFrom(auth_to_proto(auth))
+    return wire
+
+
+def auth_to_proto(auth: RequestAuth) -> pb.RequestAuth:
+    """Encode a request signature."""
+    return pb.RequestAuth(session=auth.session, nonce=auth.nonce, signature=auth.signature)
+
+
+def auth_from_proto(m: pb.ClientMessage | pb.UploadChunk) -> RequestAuth | None:
+    """The request signature a ClientMessage or the first UploadChunk carries, or None.
+
+    Lengths are checked where the signature is verified
+    (:func:`protocol.request_auth.verify_request`), so a malformed one is
+    UNAUTHENTICATED like any other bad signature.
+    """
+    if not m.HasField("auth"):
+        return None
+    return RequestAuth(session=m.auth.session, nonce=m.auth.nonce, signature=m.auth.signature)
+
+
 def client_from_proto(m: pb.ClientMessage) -> ClientMessage:
-    """Unwrap the oneof; an empty (or unknown) one is InvalidMessage."""
+    """Unwrap the oneof; an empty (or unknown) one is InvalidMessage. ``auth`` is ignored."""
     match _oneof_value(m):
         case pb.AdvertiseKeys() as w:
             return _advertise_from_proto(w)
@@ -156,6 +208,32 @@ def client_from_proto(m: pb.ClientMessage) -> ClientMessage:
             raise InvalidMessage("ClientMessage carries no message (empty oneof)")
         case other:
             raise InvalidMessage(f"ClientMessage of unsupported kind {type(other).__name__}")
+
+
+def masked_input_header(client: int, round_: int, length: int) -> bytes:
+    """The bytes that precede a ``length``-byte payload in its serialised ClientMessage.
+
+    ``masked_input_header(c, r, len(p)) + p`` equals
+    ``client_to_proto(MaskedInput(c, r, p)).SerializeToString()``, so a host
+    can log an upload it holds on disk without building it in memory.
+    """
+    inner = pb.MaskedInput(client=client, round=round_).SerializeToString()
+    if length:
+        inner += _tag(3) + _varint(length)  # payload: field 3, length-delimited
+    return _tag(3) + _varint(len(inner) + length) + inner  # ClientMessage.masked_input = 3
+
+
+def _tag(field: int) -> bytes:
+    return _varint(field << 3 | 2)  # wire type 2: length-delimited
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
 
 
 def parse_client_message(raw: bytes) -> ClientMessage:
@@ -214,9 +292,11 @@ def _client_to_proto(msg: ClientMessage) -> pb.ClientMessage:
 # ---------------------------------------------------------------- server → client
 
 
-def server_to_proto(msg: ServerMessage) -> pb.ServerMessage:
-    """Wrap a server dataclass in the ``ServerMessage`` oneof."""
+def server_to_proto(msg: AnyServerMessage) -> pb.ServerMessage:
+    """Wrap a server dataclass (SecAgg's or an HE round's) in the ``ServerMessage`` oneof."""
     try:
+        if isinstance(msg, HEStart | HEKeys | HEKeyBundle | HEResult):
+            return _he_server_to_proto(msg)
         return _server_to_proto(msg)
     except ValueError as exc:  # protobuf: int out of range, str not encodable as UTF-8
         raise InvalidMessage(f"{type(msg).__name__} does not fit the wire schema: {exc}") from exc
@@ -298,14 +378,14 @@ def _server_to_proto(msg: ServerMessage) -> pb.ServerMessage:
 
 
 def _oneof_value(m: pb.ClientMessage | pb.ServerMessage) -> object | None:
-    """The one submessage set in a wrapper, or None.
+    """The one submessage set in the wrapper's ``kind`` oneof, or None.
 
-    The wrappers hold nothing but their ``kind`` oneof, and each member has its
-    own message type, so the callers dispatch on the type and need no field
-    names. A member set to an empty submessage still counts as set.
+    Each member has its own message type, so the callers dispatch on the type.
+    A member set to an empty submessage still counts as set; fields outside
+    the oneof (a ClientMessage's ``auth``) are not members.
     """
-    present = m.ListFields()
-    return present[0][1] if present else None
+    name = m.WhichOneof("kind")
+    return None if name is None else getattr(m, name)
 
 
 def _advertise_to_proto(a: AdvertiseKeys) -> pb.AdvertiseKeys:
@@ -342,3 +422,177 @@ def _owned_from_proto(w: pb.OwnedShare) -> tuple[int, bytes]:
 
 def _signed_from_proto(w: pb.SignedBy) -> tuple[int, bytes]:
     return (w.client, w.signature)
+
+
+# ---------------------------------------------------------------- homomorphic rounds
+#
+# client_from_proto / server_from_proto decode SecAgg's messages only (an HE member is
+# "unsupported" there); hosts that carry HE rounds use the any_* decoders below.
+
+
+def he_config_to_proto(c: HEConfig) -> pb.HEConfig:
+    """Encode an HE round config."""
+    try:
+        return _he_config_to_proto(c)
+    except ValueError as exc:  # protobuf: an int out of uint64 range
+        raise InvalidMessage(f"HEConfig does not fit the wire schema: {exc}") from exc
+
+
+def he_config_from_proto(m: pb.HEConfig) -> HEConfig:
+    """Decode and validate an HE config; an invalid one is InvalidMessage."""
+    try:
+        return HEConfig(
+            round=m.round,
+            clients=tuple(m.clients),
+            dim=m.dim,
+            scheme=_scheme(m.scheme),
+            key_holder=m.key_holder,
+            clip=m.clip,
+            max_weight=m.max_weight,
+            levels=m.levels,
+            nonce=m.nonce,
+            model_hash=m.model_hash,
+            learning_rate=m.learning_rate,
+        )
+    except ParameterError as exc:
+        raise InvalidMessage(f"invalid HEConfig: {exc}") from exc
+
+
+def any_client_from_proto(m: pb.ClientMessage) -> AnyClientMessage:
+    """:func:`client_from_proto`, HE members included."""
+    match _oneof_value(m):
+        case pb.HEJoin() as w:
+            return _he_join_from_proto(w)
+        case pb.HEKeyDelivery() as w:
+            return HEKeyDelivery(
+                client=w.client,
+                round=w.round,
+                public_context=w.public_context,
+                sealed=tuple(_share_from_proto(s) for s in w.sealed),
+            )
+        case pb.HEUpload() as w:
+            return HEUpload(
+                client=w.client, round=w.round, blobs=tuple(w.blobs), signature=w.signature
+            )
+    return client_from_proto(m)
+
+
+def parse_any_client_message(raw: bytes) -> AnyClientMessage:
+    """:func:`parse_client_message`, HE members included."""
+    wire = pb.ClientMessage()
+    try:
+        wire.ParseFromString(raw)
+    except (DecodeError, ValueError) as exc:
+        raise InvalidMessage(f"malformed ClientMessage: {exc}") from exc
+    return any_client_from_proto(wire)
+
+
+def any_server_from_proto(m: pb.ServerMessage) -> AnyServerMessage:
+    """:func:`server_from_proto`, HE members included."""
+    match _oneof_value(m):
+        case pb.HEStart() as w:
+            return HEStart(config=he_config_from_proto(w.config))
+        case pb.HEKeys() as w:
+            return HEKeys(joins=tuple(_he_join_from_proto(j) for j in w.joins))
+        case pb.HEKeyBundle() as w:
+            return HEKeyBundle(sealed=w.sealed)
+        case pb.HEResult() as w:
+            return HEResult(blobs=tuple(w.blobs), contributors=tuple(w.contributors))
+    return server_from_proto(m)
+
+
+def parse_any_server_message(raw: bytes) -> AnyServerMessage:
+    """:func:`parse_server_message`, HE members included."""
+    wire = pb.ServerMessage()
+    try:
+        wire.ParseFromString(raw)
+    except (DecodeError, ValueError) as exc:
+        raise InvalidMessage(f"malformed ServerMessage: {exc}") from exc
+    return any_server_from_proto(wire)
+
+
+def _he_config_to_proto(c: HEConfig) -> pb.HEConfig:
+    return pb.HEConfig(
+        round=c.round,
+        clients=c.clients,
+        dim=c.dim,
+        scheme=c.scheme,
+        key_holder=c.key_holder,
+        clip=c.clip,
+        max_weight=c.max_weight,
+        levels=c.levels,
+        nonce=c.nonce,
+        model_hash=c.model_hash,
+        learning_rate=c.learning_rate,
+    )
+
+
+def _scheme(name: str) -> HEScheme:
+    match name:
+        case "ckks":
+            return "ckks"
+        case "bfv":
+            return "bfv"
+        case _:
+            raise InvalidMessage(f"invalid HEConfig: scheme {name!r} is not one of {HE_SCHEMES}")
+
+
+def _he_join_to_proto(j: HEJoin) -> pb.HEJoin:
+    return pb.HEJoin(
+        client=j.client,
+        round=j.round,
+        public=j.public,
+        signature=j.signature,
+        model_sha256=j.model_sha256,
+    )
+
+
+def _he_join_from_proto(w: pb.HEJoin) -> HEJoin:
+    return HEJoin(
+        client=w.client,
+        round=w.round,
+        public=w.public,
+        signature=w.signature,
+        model_sha256=w.model_sha256,
+    )
+
+
+def _he_client_to_proto(msg: HEJoin | HEKeyDelivery | HEUpload) -> pb.ClientMessage:
+    match msg:
+        case HEJoin():
+            return pb.ClientMessage(he_join=_he_join_to_proto(msg))
+        case HEKeyDelivery():
+            return pb.ClientMessage(
+                he_key_delivery=pb.HEKeyDelivery(
+                    client=msg.client,
+                    round=msg.round,
+                    public_context=msg.public_context,
+                    sealed=[_share_to_proto(s) for s in msg.sealed],
+                )
+            )
+        case HEUpload():
+            return pb.ClientMessage(
+                he_upload=pb.HEUpload(
+                    client=msg.client, round=msg.round, blobs=msg.blobs, signature=msg.signature
+                )
+            )
+        case _:
+            assert_never(msg)
+
+
+def _he_server_to_proto(msg: HEStart | HEKeys | HEKeyBundle | HEResult) -> pb.ServerMessage:
+    match msg:
+        case HEStart():
+            return pb.ServerMessage(he_start=pb.HEStart(config=_he_config_to_proto(msg.config)))
+        case HEKeys():
+            return pb.ServerMessage(
+                he_keys=pb.HEKeys(joins=[_he_join_to_proto(j) for j in msg.joins])
+            )
+        case HEKeyBundle():
+            return pb.ServerMessage(he_key_bundle=pb.HEKeyBundle(sealed=msg.sealed))
+        case HEResult():
+            return pb.ServerMessage(
+                he_result=pb.HEResult(blobs=msg.blobs, contributors=msg.contributors)
+            )
+        case _:
+            assert_never(msg)

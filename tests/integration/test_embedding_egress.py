@@ -96,7 +96,7 @@ def run(cluster: Cluster, profile: str, *, leak: bool) -> tuple[list[bytes], lis
             "rounds": 2,
             "phase_timeout_s": 8.0,
             "train_timeout_s": 120.0,
-            "start_timeout_s": 4.0,
+            "start_timeout_s": 30.0,  # a round starts as soon as every client is present
             "poll_wait_s": 1.0,
         },
         extra=["--clients", str(len(CLIENTS))],

@@ -28,7 +28,7 @@ def base_config(**extra: object) -> dict[str, object]:
         "dim": DIM,
         "rounds": 2,
         "phase_timeout_s": 8.0,
-        "start_timeout_s": 4.0,
+        "start_timeout_s": 30.0,  # a round starts as soon as every client is present
         "poll_wait_s": 1.0,
     }
     config.update(extra)

@@ -122,21 +122,39 @@ class ClientAbort(_message.Message):
     reason: str
     def __init__(self, client: _Optional[int] = ..., round: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class RequestAuth(_message.Message):
+    __slots__ = ("session", "nonce", "signature")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    session: bytes
+    nonce: bytes
+    signature: bytes
+    def __init__(self, session: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
 class ClientMessage(_message.Message):
-    __slots__ = ("advertise_keys", "share_keys", "masked_input", "consistency_signature", "unmask_shares", "abort")
+    __slots__ = ("advertise_keys", "share_keys", "masked_input", "consistency_signature", "unmask_shares", "abort", "he_join", "he_key_delivery", "he_upload", "auth")
     ADVERTISE_KEYS_FIELD_NUMBER: _ClassVar[int]
     SHARE_KEYS_FIELD_NUMBER: _ClassVar[int]
     MASKED_INPUT_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     UNMASK_SHARES_FIELD_NUMBER: _ClassVar[int]
     ABORT_FIELD_NUMBER: _ClassVar[int]
+    HE_JOIN_FIELD_NUMBER: _ClassVar[int]
+    HE_KEY_DELIVERY_FIELD_NUMBER: _ClassVar[int]
+    HE_UPLOAD_FIELD_NUMBER: _ClassVar[int]
+    AUTH_FIELD_NUMBER: _ClassVar[int]
     advertise_keys: AdvertiseKeys
     share_keys: ShareKeys
     masked_input: MaskedInput
     consistency_signature: ConsistencySignature
     unmask_shares: UnmaskShares
     abort: ClientAbort
-    def __init__(self, advertise_keys: _Optional[_Union[AdvertiseKeys, _Mapping]] = ..., share_keys: _Optional[_Union[ShareKeys, _Mapping]] = ..., masked_input: _Optional[_Union[MaskedInput, _Mapping]] = ..., consistency_signature: _Optional[_Union[ConsistencySignature, _Mapping]] = ..., unmask_shares: _Optional[_Union[UnmaskShares, _Mapping]] = ..., abort: _Optional[_Union[ClientAbort, _Mapping]] = ...) -> None: ...
+    he_join: HEJoin
+    he_key_delivery: HEKeyDelivery
+    he_upload: HEUpload
+    auth: RequestAuth
+    def __init__(self, advertise_keys: _Optional[_Union[AdvertiseKeys, _Mapping]] = ..., share_keys: _Optional[_Union[ShareKeys, _Mapping]] = ..., masked_input: _Optional[_Union[MaskedInput, _Mapping]] = ..., consistency_signature: _Optional[_Union[ConsistencySignature, _Mapping]] = ..., unmask_shares: _Optional[_Union[UnmaskShares, _Mapping]] = ..., abort: _Optional[_Union[ClientAbort, _Mapping]] = ..., he_join: _Optional[_Union[HEJoin, _Mapping]] = ..., he_key_delivery: _Optional[_Union[HEKeyDelivery, _Mapping]] = ..., he_upload: _Optional[_Union[HEUpload, _Mapping]] = ..., auth: _Optional[_Union[RequestAuth, _Mapping]] = ...) -> None: ...
 
 class RoundStart(_message.Message):
     __slots__ = ("config",)
@@ -191,7 +209,7 @@ class ServerAbort(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class ServerMessage(_message.Message):
-    __slots__ = ("round_start", "key_list", "share_bundle", "consistency_request", "unmask_request", "round_complete", "abort")
+    __slots__ = ("round_start", "key_list", "share_bundle", "consistency_request", "unmask_request", "round_complete", "abort", "he_start", "he_keys", "he_key_bundle", "he_result")
     ROUND_START_FIELD_NUMBER: _ClassVar[int]
     KEY_LIST_FIELD_NUMBER: _ClassVar[int]
     SHARE_BUNDLE_FIELD_NUMBER: _ClassVar[int]
@@ -199,6 +217,10 @@ class ServerMessage(_message.Message):
     UNMASK_REQUEST_FIELD_NUMBER: _ClassVar[int]
     ROUND_COMPLETE_FIELD_NUMBER: _ClassVar[int]
     ABORT_FIELD_NUMBER: _ClassVar[int]
+    HE_START_FIELD_NUMBER: _ClassVar[int]
+    HE_KEYS_FIELD_NUMBER: _ClassVar[int]
+    HE_KEY_BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    HE_RESULT_FIELD_NUMBER: _ClassVar[int]
     round_start: RoundStart
     key_list: KeyList
     share_bundle: ShareBundle
@@ -206,10 +228,104 @@ class ServerMessage(_message.Message):
     unmask_request: UnmaskRequest
     round_complete: RoundComplete
     abort: ServerAbort
-    def __init__(self, round_start: _Optional[_Union[RoundStart, _Mapping]] = ..., key_list: _Optional[_Union[KeyList, _Mapping]] = ..., share_bundle: _Optional[_Union[ShareBundle, _Mapping]] = ..., consistency_request: _Optional[_Union[ConsistencyRequest, _Mapping]] = ..., unmask_request: _Optional[_Union[UnmaskRequest, _Mapping]] = ..., round_complete: _Optional[_Union[RoundComplete, _Mapping]] = ..., abort: _Optional[_Union[ServerAbort, _Mapping]] = ...) -> None: ...
+    he_start: HEStart
+    he_keys: HEKeys
+    he_key_bundle: HEKeyBundle
+    he_result: HEResult
+    def __init__(self, round_start: _Optional[_Union[RoundStart, _Mapping]] = ..., key_list: _Optional[_Union[KeyList, _Mapping]] = ..., share_bundle: _Optional[_Union[ShareBundle, _Mapping]] = ..., consistency_request: _Optional[_Union[ConsistencyRequest, _Mapping]] = ..., unmask_request: _Optional[_Union[UnmaskRequest, _Mapping]] = ..., round_complete: _Optional[_Union[RoundComplete, _Mapping]] = ..., abort: _Optional[_Union[ServerAbort, _Mapping]] = ..., he_start: _Optional[_Union[HEStart, _Mapping]] = ..., he_keys: _Optional[_Union[HEKeys, _Mapping]] = ..., he_key_bundle: _Optional[_Union[HEKeyBundle, _Mapping]] = ..., he_result: _Optional[_Union[HEResult, _Mapping]] = ...) -> None: ...
+
+class HEConfig(_message.Message):
+    __slots__ = ("round", "clients", "dim", "scheme", "key_holder", "clip", "max_weight", "levels", "nonce", "model_hash", "learning_rate")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    SCHEME_FIELD_NUMBER: _ClassVar[int]
+    KEY_HOLDER_FIELD_NUMBER: _ClassVar[int]
+    CLIP_FIELD_NUMBER: _ClassVar[int]
+    MAX_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    LEVELS_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_HASH_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    clients: _containers.RepeatedScalarFieldContainer[int]
+    dim: int
+    scheme: str
+    key_holder: int
+    clip: float
+    max_weight: int
+    levels: int
+    nonce: bytes
+    model_hash: bytes
+    learning_rate: float
+    def __init__(self, round: _Optional[int] = ..., clients: _Optional[_Iterable[int]] = ..., dim: _Optional[int] = ..., scheme: _Optional[str] = ..., key_holder: _Optional[int] = ..., clip: _Optional[float] = ..., max_weight: _Optional[int] = ..., levels: _Optional[int] = ..., nonce: _Optional[bytes] = ..., model_hash: _Optional[bytes] = ..., learning_rate: _Optional[float] = ...) -> None: ...
+
+class HEJoin(_message.Message):
+    __slots__ = ("client", "round", "public", "signature", "model_sha256")
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    client: int
+    round: int
+    public: bytes
+    signature: bytes
+    model_sha256: bytes
+    def __init__(self, client: _Optional[int] = ..., round: _Optional[int] = ..., public: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., model_sha256: _Optional[bytes] = ...) -> None: ...
+
+class HEKeyDelivery(_message.Message):
+    __slots__ = ("client", "round", "public_context", "sealed")
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    client: int
+    round: int
+    public_context: bytes
+    sealed: _containers.RepeatedCompositeFieldContainer[EncryptedShare]
+    def __init__(self, client: _Optional[int] = ..., round: _Optional[int] = ..., public_context: _Optional[bytes] = ..., sealed: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ...) -> None: ...
+
+class HEUpload(_message.Message):
+    __slots__ = ("client", "round", "blobs", "signature")
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    BLOBS_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    client: int
+    round: int
+    blobs: _containers.RepeatedScalarFieldContainer[bytes]
+    signature: bytes
+    def __init__(self, client: _Optional[int] = ..., round: _Optional[int] = ..., blobs: _Optional[_Iterable[bytes]] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class HEStart(_message.Message):
+    __slots__ = ("config",)
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    config: HEConfig
+    def __init__(self, config: _Optional[_Union[HEConfig, _Mapping]] = ...) -> None: ...
+
+class HEKeys(_message.Message):
+    __slots__ = ("joins",)
+    JOINS_FIELD_NUMBER: _ClassVar[int]
+    joins: _containers.RepeatedCompositeFieldContainer[HEJoin]
+    def __init__(self, joins: _Optional[_Iterable[_Union[HEJoin, _Mapping]]] = ...) -> None: ...
+
+class HEKeyBundle(_message.Message):
+    __slots__ = ("sealed",)
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    sealed: bytes
+    def __init__(self, sealed: _Optional[bytes] = ...) -> None: ...
+
+class HEResult(_message.Message):
+    __slots__ = ("blobs", "contributors")
+    BLOBS_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
+    blobs: _containers.RepeatedScalarFieldContainer[bytes]
+    contributors: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, blobs: _Optional[_Iterable[bytes]] = ..., contributors: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class UploadChunk(_message.Message):
-    __slots__ = ("client", "round", "upload_id", "offset", "total_length", "data", "sha256")
+    __slots__ = ("client", "round", "upload_id", "offset", "total_length", "data", "sha256", "auth")
     CLIENT_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
@@ -217,6 +333,7 @@ class UploadChunk(_message.Message):
     TOTAL_LENGTH_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    AUTH_FIELD_NUMBER: _ClassVar[int]
     client: int
     round: int
     upload_id: str
@@ -224,7 +341,8 @@ class UploadChunk(_message.Message):
     total_length: int
     data: bytes
     sha256: bytes
-    def __init__(self, client: _Optional[int] = ..., round: _Optional[int] = ..., upload_id: _Optional[str] = ..., offset: _Optional[int] = ..., total_length: _Optional[int] = ..., data: _Optional[bytes] = ..., sha256: _Optional[bytes] = ...) -> None: ...
+    auth: RequestAuth
+    def __init__(self, client: _Optional[int] = ..., round: _Optional[int] = ..., upload_id: _Optional[str] = ..., offset: _Optional[int] = ..., total_length: _Optional[int] = ..., data: _Optional[bytes] = ..., sha256: _Optional[bytes] = ..., auth: _Optional[_Union[RequestAuth, _Mapping]] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("status",)

@@ -1,0 +1,164 @@
+"""The aggregator's part in homomorphic (CKKS) rounds over gRPC (``mode = "ckks"``).
+
+The coordinator drives :class:`protocol.he_flow.HEServerMachine` exactly as
+it drives SecAgg's machine (same log, replay and deadlines); this module holds
+what differs for the host:
+
+- **No model after θ₀.** The aggregator sums ciphertexts with a keyless
+  context and never sees the aggregate, so it takes no FedAvg step: it serves
+  θ₀ (zeros or ``initial_model``) for round 0 only, and every client keeps and
+  updates its own copy (:mod:`protocol.he_model`).
+- **The lineage instead of a model hash.** Each round's HEConfig announces
+  the model's lineage: θ₀'s hash chained over the digest of every encrypted
+  sum sent so far. Clients check it against their own chain.
+- **Who is in sync.** Only the contributors of the last completed round got
+  its sum, so only they can hold the current model; later cohorts are drawn
+  from them. A client that misses a round's sum stays out from then on: its
+  model can be recovered only from a peer, which is not built.
+- **Durable state** is this round counter, the lineage and that set, in
+  ``he-state.json`` (written atomically before the attempt is marked
+  completed, as SecAgg's checkpoint is). The record of each round keeps the
+  bytes, survivors, phase times and, as ``total_sha256``, the digest of the
+  encrypted sum; there is no weight sum (it is encrypted).
+
+TenSEAL is imported only when an HE config is built, so SecAgg deployments
+never load it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocol.he_messages import MIN_CONTRIBUTORS, HEConfig
+from protocol.he_model import next_lineage, sum_digest
+from secagg.errors import ParameterError
+
+STATE_FILE = "he-state.json"
+#: The gRPC message cap (aggregator.server.MAX_MESSAGE): the encrypted sum travels in one.
+WIRE_LIMIT = 16 * 1024 * 1024
+#: Room for the protobuf framing around the ciphertexts.
+WIRE_SLACK = 64 * 1024
+#: The key holder's delivery carries one sealed secret context (≈ 233 KB) per member.
+MAX_COHORT = 64
+#: The smallest cohort an HE round starts with (a decrypted mean over fewer is refused).
+MIN_COHORT = MIN_CONTRIBUTORS
+
+
+def max_dim() -> int:
+    """The largest model whose encrypted sum (two polynomials per ciphertext) fits one message."""
+    from secagg import he
+
+    params = he.CKKS_8192
+    per_ciphertext = he.blob_bounds(params, fresh=False)[1]
+    ciphertexts = (WIRE_LIMIT - WIRE_SLACK) // per_ciphertext
+    return int(ciphertexts * params.values_per_ciphertext - 1)  # one slot holds the weight
+
+
+def check_dim(dim: int) -> None:
+    """Refuse, at start-up, a model whose encrypted sum cannot be delivered."""
+    limit = max_dim()
+    if dim > limit:
+        raise ParameterError(
+            f'mode = "ckks" carries models of at most {limit} values (the encrypted sum '
+            f"travels in one {WIRE_LIMIT >> 20} MiB message); dim = {dim}"
+        )
+
+
+@dataclass(frozen=True)
+class HEState:
+    """What survives a restart: rounds completed, the lineage, who holds the current model."""
+
+    round: int
+    lineage: bytes
+    in_sync: tuple[int, ...] | None  # None: round 0, everyone starts from θ₀
+
+    def after(self, round_: int, blobs: Iterable[bytes], contributors: Iterable[int]) -> HEState:
+        """The state once round ``round_``'s sum (``blobs``) went to ``contributors``."""
+        digest = sum_digest(tuple(blobs))
+        return HEState(round_ + 1, next_lineage(self.lineage, round_, digest), tuple(contributors))
+
+
+def load_state(state_dir: Path, initial_hash: bytes) -> HEState:
+    """The stored state, or round 0 with θ₀'s hash as the lineage."""
+    path = state_dir / STATE_FILE
+    if not path.exists():
+        return HEState(0, initial_hash, None)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        in_sync = data["in_sync"]
+        state = HEState(
+            int(data["round"]),
+            bytes.fromhex(data["lineage"]),
+            None if in_sync is None else tuple(int(c) for c in in_sync),
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ParameterError(f"{path} is unreadable: {exc}") from exc
+    if len(state.lineage) != 32 or state.round < 0:
+        raise ParameterError(f"{path} holds an invalid lineage or round")
+    return state
+
+
+def save_state(state_dir: Path, state: HEState) -> None:
+    """Write the state atomically (temp file, fsync, rename, fsync of the folder)."""
+    data = {
+        "round": state.round,
+        "lineage": state.lineage.hex(),
+        "in_sync": None if state.in_sync is None else list(state.in_sync),
+    }
+    final = state_dir / STATE_FILE
+    tmp = final.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as out:
+        json.dump(data, out)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, final)
+    folder = os.open(state_dir, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def cohort(present: Iterable[int], state: HEState) -> tuple[int, ...]:
+    """Present clients that hold the current model, lowest ids first, at most MAX_COHORT."""
+    eligible = sorted(c for c in present if state.in_sync is None or c in state.in_sync)
+    return tuple(eligible[:MAX_COHORT])
+
+
+def eligible(state: HEState, roster: int) -> int:
+    """How many clients could take part at most: the in-sync ones, capped at MAX_COHORT."""
+    return min(roster if state.in_sync is None else len(state.in_sync), MAX_COHORT)
+
+
+def make_config(
+    *,
+    round_: int,
+    clients: tuple[int, ...],
+    dim: int,
+    clip: float,
+    max_weight: int,
+    learning_rate: float,
+    nonce: bytes,
+    lineage: bytes,
+) -> HEConfig:
+    """The round's CKKS config; the lowest id holds the key (any member would do)."""
+    if not math.isfinite(clip) or clip <= 0:
+        raise ParameterError("clip must be finite and positive")
+    return HEConfig(
+        round=round_,
+        clients=clients,
+        dim=dim,
+        scheme="ckks",
+        key_holder=clients[0],
+        clip=clip,
+        max_weight=max_weight,
+        levels=2,  # BFV's quantisation; unused by CKKS
+        nonce=nonce,
+        model_hash=lineage,
+        learning_rate=learning_rate,
+    )

@@ -1,0 +1,187 @@
+"""The homomorphic round's config and messages (:mod:`protocol.he_flow` drives them).
+
+Kept apart from the machines so that the wire codec, request signatures and
+a SecAgg-only host can name these types without loading TenSEAL: the
+parameter checks import :mod:`secagg.he` only when an HEConfig is built.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from protocol.config import PROTOCOL_VERSION
+from protocol.messages import (
+    ClientAbort,
+    ClientMessage,
+    EncryptedShare,
+    RoundComplete,
+    ServerAbort,
+    ServerMessage,
+)
+from secagg.encoding import encode
+from secagg.errors import ParameterError
+from secagg.quantization import Quantizer, check_no_wrap
+
+if TYPE_CHECKING:
+    from secagg.he import HEParams
+
+HEScheme = Literal["ckks", "bfv"]
+HE_SCHEMES: tuple[HEScheme, ...] = ("ckks", "bfv")
+MIN_CONTRIBUTORS = 3  # k_min: an aggregate clients decrypt holds at least this many inputs
+
+
+@dataclass(frozen=True, slots=True)
+class HEConfig:
+    """A homomorphic-aggregation round; bound into the session id like RoundConfig.
+
+    Over gRPC the clients hold the model, not the aggregator: ``model_hash`` is
+    then the model's lineage (:mod:`protocol.he_model`), which every client
+    recomputes from what it applied, and ``learning_rate`` is the step each
+    client takes with the decrypted mean.
+    """
+
+    round: int
+    clients: tuple[int, ...]
+    dim: int
+    scheme: HEScheme
+    key_holder: int
+    clip: float
+    max_weight: int
+    levels: int  # BFV: quantisation levels of the integer encoding
+    nonce: bytes
+    model_hash: bytes
+    learning_rate: float = 1.0
+
+    def __post_init__(self) -> None:
+        from secagg import he  # TenSEAL loads only where an HE round is really used
+
+        if not self.clients or list(self.clients) != sorted(set(self.clients)):
+            raise ParameterError("cohort ids must be strictly increasing")
+        if self.key_holder not in self.clients:
+            raise ParameterError("the key holder must be in the cohort")
+        if self.scheme not in HE_SCHEMES or self.dim < 1 or self.max_weight < 1:
+            raise ParameterError("invalid scheme, dim or max_weight")
+        if len(self.nonce) != 32 or len(self.model_hash) != 32:
+            raise ParameterError("nonce and model hash must be 32 bytes")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ParameterError("learning_rate must be finite and positive")
+        n = len(self.clients)
+        if isinstance(self.params, he.CkksParams):  # every coordinate of w·x and w is ≤ w_max·clip
+            he.check_ckks(self.params, clients=n, max_abs=self.max_weight * max(self.clip, 1.0))
+        else:
+            Quantizer(self.clip, self.levels)
+            worst = max(self.levels - 1, 1) * self.max_weight
+            he.check_bfv(self.params, clients=n, max_abs=worst)
+            check_no_wrap(n, self.levels, self.max_weight, 62)
+
+    @property
+    def params(self) -> HEParams:
+        """The fixed, validated parameter profile of the scheme."""
+        from secagg import he
+
+        return he.CKKS_8192 if self.scheme == "ckks" else he.BFV_8192
+
+    @property
+    def length(self) -> int:
+        """Encrypted values per client: the update and its weight."""
+        return self.dim + 1
+
+    def canonical(self) -> bytes:
+        """Unambiguous encoding, bound into the session id and the join signatures."""
+        return encode(
+            "he-config",
+            PROTOCOL_VERSION,
+            self.round,
+            encode(*self.clients),
+            self.dim,
+            self.scheme,
+            self.key_holder,
+            self.clip.hex(),
+            self.max_weight,
+            self.levels,
+            self.nonce,
+            self.model_hash,
+            self.learning_rate.hex(),
+        )
+
+
+# ---------------------------------------------------------------- messages
+
+
+@dataclass(frozen=True, slots=True)
+class HEStart:
+    """Server → clients: the round."""
+
+    config: HEConfig
+
+
+@dataclass(frozen=True, slots=True)
+class HEJoin:
+    """Client → server: a fresh X25519 key for receiving the HE secret key, signed.
+
+    ``model_sha256`` is the SHA-256 of the client's own model (empty where the
+    host does not bind one); the signature covers it and every client refuses
+    a join list whose hashes differ from its own.
+    """
+
+    client: int
+    round: int
+    public: bytes
+    signature: bytes
+    model_sha256: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class HEKeys:
+    """Server → clients: every join."""
+
+    joins: tuple[HEJoin, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HEKeyDelivery:
+    """Key holder → server: the public context, and the secret context sealed per client."""
+
+    client: int
+    round: int
+    public_context: bytes
+    sealed: tuple[EncryptedShare, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HEKeyBundle:
+    """Server → one client: its sealed secret context (empty for the key holder)."""
+
+    sealed: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HEUpload:
+    """Client → server: Enc(w·x ‖ w), signed over the session and the blobs' digest."""
+
+    client: int
+    round: int
+    blobs: tuple[bytes, ...]
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HEResult:
+    """Server → contributors: the encrypted sum and who is in it."""
+
+    blobs: tuple[bytes, ...]
+    contributors: tuple[int, ...]
+
+
+HEClientMessage = HEJoin | HEKeyDelivery | HEUpload
+HEServerMessage = HEStart | HEKeys | HEKeyBundle | HEResult | RoundComplete | ServerAbort
+#: What the aggregator's HE machine accepts: the HE messages and a client's abort.
+HEInbound = HEClientMessage | ClientAbort
+#: Everything the Submit RPC and Poll carry, SecAgg's messages and these.
+AnyClientMessage = ClientMessage | HEClientMessage
+AnyServerMessage = ServerMessage | HEServerMessage
+#: For isinstance checks by hosts that route messages without importing the machines.
+HE_CLIENT_TYPES = (HEJoin, HEKeyDelivery, HEUpload)
+HE_SERVER_TYPES = (HEStart, HEKeys, HEKeyBundle, HEResult)
