@@ -86,7 +86,7 @@ def _simulate_he(args: argparse.Namespace) -> int:
     from secagg.rng import DeterministicRandomSource
 
     if args.mode == "bfv-masked":
-        raise ParameterError("bfv-masked (pairwise masks inside BFV plaintexts) is not built yet")
+        return _simulate_he_masked(args)
     rng = DeterministicRandomSource(args.seed)
     cohort = tuple(range(1, args.clients + 1))
     config = HEConfig(
@@ -140,6 +140,27 @@ def _simulate_he(args: argparse.Namespace) -> int:
         error = summary["max_abs_error_vs_weighted_mean"]
         print(f"max |decrypted mean − float64 weighted mean| = {error}")
     return 0 if report.completed else 1
+
+
+def _simulate_he_masked(args: argparse.Namespace) -> int:
+    from aggregator import bench_he_masked
+    from protocol.simulation import parse_drops
+
+    summary = bench_he_masked.simulate(
+        args.clients, args.dim, drops=parse_drops(args.drop), seed=args.seed
+    )
+    if args.json:
+        _print_json(summary)
+    else:
+        status = "completed" if summary["completed"] else f"ABORTED ({summary['abort_reason']})"
+        print(f"bfv-masked round {status}; survivors {summary['survivors']}")
+        for phase, ids in summary["dropped"].items():
+            print(f"  dropped at {phase}: {ids}")
+        print(f"decrypted integer sum exact: {summary['exact_sum']}")
+        error = summary["max_abs_error_vs_weighted_mean"]
+        print(f"max |decrypted mean − float64 weighted mean| = {error}")
+        print(f"upload {summary['bytes_per_param']:.2f} bytes per parameter")
+    return 0 if summary["completed"] else 1
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -203,31 +224,70 @@ def _demo(args: argparse.Namespace) -> int:
     options = demo_grpc.DemoOptions(
         clients=args.clients,
         rounds=args.rounds,
+        mode=args.mode,
+        algorithm=args.algorithm,
+        trainer=args.trainer,
+        data=args.data,
+        local_epochs=args.local_epochs,
         dim=args.dim,
         kill=not args.no_kill,
         out=Path(args.out),
+        seed=args.seed,
     )
+    what = (
+        f"{options.algorithm} training a face model ({options.data})"
+        if options.trainer == "face"
+        else "FedAvg of the synthetic trainer's updates"
+    )
+    log = sys.stderr if args.json else sys.stdout
     print(
-        f"secagg demo: PKI + aggregator + {options.clients} client daemons as separate processes,\n"
-        "mutual TLS on loopback, SecAgg (active profile), FedAvg of the synthetic trainer's\n"
-        "updates (face training plugs in later)."
+        f"secagg demo: PKI + aggregator + {options.clients} client daemons as separate "
+        f"processes,\nmutual TLS on loopback, {options.mode}, {what}.",
+        file=log,
     )
-    report = demo_grpc.run(options, progress=lambda line: print("  " + line, flush=True))
+    report = demo_grpc.run(
+        options,
+        progress=lambda line: print("  " + line, file=log, flush=True),
+        live=not args.json and sys.stdout.isatty(),
+    )
     if args.json:
         _print_json(report)
         return 0 if report["parity"]["ok"] else 1
+    _demo_summary(report)
+    return 0 if report["parity"]["ok"] else 1
+
+
+def _demo_summary(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="secagg demo: summary")
+    table.add_column("")
+    table.add_column("value", justify="right")
     parity = report["parity"]
     completed = sum(r["completed"] for r in report["rounds"])
-    print(f"\n{completed} rounds completed in {report['wall_s']:.1f} s")
     ratio = report["bytes_up_per_client_per_round"] / report["fp32_bytes_per_client_per_round"]
-    print(f"masked upload per client per round: {ratio:.2f}x the fp32 update")
-    verdict = "yes" if parity["ok"] else "NO"
-    print(
-        f"secure model equals plaintext FedAvg within the quantisation bound: {verdict} "
-        f"(max |err| {parity['max_abs_error']:.2e}, bound {parity['bound']:.2e})"
-    )
-    print(f"report: {report['run_dir']}/report.json")
-    return 0 if parity["ok"] else 1
+    rows = [
+        (
+            "rounds completed",
+            f"{completed} (aborted attempts retried: {len(report['rounds']) - completed})",
+        ),
+        ("clients killed", str(report["killed"] or "none")),
+        ("wall time", f"{report['wall_s']:.1f} s"),
+        ("upload per client per round", f"{ratio:.2f}x the fp32 update"),
+        (
+            "secure = plaintext FedAvg (every round)",
+            f"{'yes' if parity['ok'] else 'NO'}: max |err| {parity['max_abs_error']:.2e} "
+            f"<= bound {parity['bound']:.2e}",
+        ),
+    ]
+    if report.get("final_accuracy") is not None:
+        rows.append(("verification accuracy (held out)", f"{report['final_accuracy']:.3f}"))
+    for name, value in rows:
+        table.add_row(name, value)
+    console = Console()
+    console.print(table)
+    console.print(f"report: {report['run_dir']}/report.md (and report.json, PNG plots)")
 
 
 def _demo_memory(args: argparse.Namespace) -> int:
@@ -311,6 +371,25 @@ def _client_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client_init_model(args: argparse.Namespace) -> int:
+    """Every party builds θ₀ from the same [client.training] settings; the aggregator loads it."""
+    import numpy as np
+
+    from clients.settings import load_client_settings
+    from clients.training.face_trainer import FaceTrainingSettings, initial_model
+
+    settings = load_client_settings(args.config, insecure=True)
+    if settings.trainer != "face":
+        raise ParameterError('init-model needs trainer = "face" and a [client.training] table')
+    theta = initial_model(FaceTrainingSettings(**settings.training), channels=args.channels)
+    np.save(args.out, theta)
+    _print_result(
+        {"out": args.out, "dim": int(theta.size), "backbone": settings.training.get("backbone")},
+        as_json=True,
+    )
+    return 0
+
+
 def _pki_init(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -358,12 +437,23 @@ def _experiment(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         local_epochs=args.local_epochs,
         backbone=args.backbone,
+        embedding_dim=args.embedding_dim,
         image_size=(size[0], size[1]),
         test_identities=args.test_identities,
         lr=args.lr,
         device=args.device,
         seed=args.seed,
         out=args.out,
+        dp_sgd_noise=args.dp_sgd_noise,
+        dp_sgd_clip=args.dp_sgd_clip,
+        dp_sgd_delta=args.dp_sgd_delta,
+        dplc_epsilon=args.dplc_epsilon,
+        fedgc_lambda=args.fedgc_lambda,
+        dp_epsilon=args.dp_epsilon,
+        dp_noise_multiplier=args.dp_noise_multiplier,
+        dp_clip=args.dp_clip,
+        dp_delta=args.dp_delta,
+        dp_colluders=args.dp_colluders,
     )
     quiet = args.json
     result = run_experiment(cfg, progress=(lambda _: None) if quiet else print)
@@ -373,6 +463,7 @@ def _experiment(args: argparse.Namespace) -> int:
         final = result["final"]
         accuracy = f"{final['accuracy_mean']:.3f}±{final['accuracy_std']:.3f}"
         print(f"final verification accuracy {accuracy}; report {cfg.out}/report.json")
+        print(f"trust: {result['trust']}")
     return 0
 
 
@@ -465,9 +556,60 @@ def _bench_he(args: argparse.Namespace) -> int:
 
     if args.masked and not args.scheme.startswith("bfv"):
         raise ParameterError("--masked needs --scheme bfv (masks are added mod the plain modulus)")
+    if args.masked:  # the real hybrid round: key agreement, masks, encryption, unmasking
+        from aggregator import bench_he_masked
+
+        result = bench_he_masked.run(args.clients, args.dim, seed=args.seed)
+        _print_result(result, as_json=args.json)
+        return 0
     result = bench_he.run(args.scheme, args.clients, args.dim, args.masked, seed=args.seed)
     _print_result(result, as_json=args.json)
     return 0
+
+
+def _bench_suite(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from aggregator import bench_suite
+
+    options = bench_suite.options_from(
+        out=args.out,
+        clients=args.clients,
+        dims=args.dims,
+        modes=args.modes,
+        quick=args.quick,
+        repeat=args.repeat,
+        dropout=args.dropout,
+        peers=args.peers,
+        peers_python=Path(args.peers_python),
+        peers_dir=Path(args.peers_dir),
+        peers_max_dim=int(args.peers_max_dim),
+        max_cell_s=args.max_cell_s,
+        max_memory_gb=args.max_memory_gb,
+        max_total_s=args.max_total_s,
+        seed=args.seed,
+    )
+    if args.plan:
+        cells = bench_suite.describe_plan(options)
+        if args.json:
+            _print_json(cells)
+            return 0
+        total = sum(c["estimate_s"] for c in cells if not c["skip"])
+        for c in cells:
+            verdict = f"skip: {c['skip']}" if c["skip"] else f"~{c['estimate_s']:.0f} s"
+            print(
+                f"{c['system']:8s} {c['mode']:10s} N={c['clients']:<5d} D={c['dim']:<9d} {verdict}"
+            )
+        print(f"estimated total {total / 60:.0f} min (conservative)")
+        return 0
+    doc = bench_suite.run(options)
+    if args.json:
+        _print_json(doc)
+    else:
+        print((options.out / "table.md").read_text(encoding="utf-8"), end="")
+        names = ", ".join(["results.json", "results.csv", *doc["outputs"]])
+        print(f"wrote {names} in {options.out}")
+    return 0 if all(r["status"] != "failed" for r in doc["rows"]) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -522,21 +664,76 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--insecure", action="store_true", help="no TLS (development only)")
     run.add_argument("--exact-levels", action="store_true", help="synthetic integer inputs")
     run.set_defaults(func=_client_run)
+    init_model = client_sub.add_parser(
+        "init-model",
+        help="write the initial model (.npy) the aggregator's `initial_model` points at",
+    )
+    init_model.add_argument("--config", required=True, help="client.toml with [client.training]")
+    init_model.add_argument("--out", required=True, help="where the float32 .npy goes")
+    init_model.add_argument("--channels", type=int, default=1, help="1: grayscale, 3: RGB")
+    init_model.set_defaults(func=_client_init_model)
 
     exp = sub.add_parser("experiment", help="a federated face-recognition run in one process")
-    exp.add_argument("--algorithm", default="fedavg", choices=("fedavg", "fedface", "projector"))
-    exp.add_argument("--mode", choices=("plain", "secagg", "secagg+"), default="secagg")
+    exp.add_argument(
+        "--algorithm",
+        default="fedavg",
+        choices=("fedavg", "fedgc", "fedgc-reference", "privacyface", "fedface", "projector"),
+        help="fedgc: private FedGC-DPC (client-side correction against DP cluster proxies); "
+        "fedgc-reference: the published server-side correction, TRUSTED AGGREGATOR (the "
+        "server sees every class embedding); privacyface: DPLC clusters (zCDP) + "
+        "consensus-aware loss",
+    )
+    exp.add_argument(
+        "--mode", choices=("plain", "secagg", "secagg+", "ckks", "bfv-masked"), default="secagg"
+    )
     exp.add_argument("--data", default="synthetic", help="synthetic[:IDS:IMGS], a folder or .npz")
     exp.add_argument("--clients", type=int, default=4)
     exp.add_argument("--rounds", type=int, default=5)
     exp.add_argument("--local-epochs", type=int, default=1)
     exp.add_argument("--backbone", default="small-cnn")
+    exp.add_argument("--embedding-dim", type=int, default=128)
     exp.add_argument("--image-size", default="32", help="N or HxW")
     exp.add_argument("--test-identities", type=int, default=10)
     exp.add_argument("--lr", type=float, default=0.02)
     exp.add_argument("--device", default="auto")
     exp.add_argument("--seed", type=int, default=0)
     exp.add_argument("--out", default="runs/experiment")
+    exp.add_argument(
+        "--dp-sgd-noise",
+        type=float,
+        default=0.0,
+        help="DP-SGD noise multiplier σ in local training (Opacus; 0 = off)",
+    )
+    exp.add_argument("--dp-sgd-clip", type=float, default=1.0, help="DP-SGD per-sample L2 clip")
+    exp.add_argument("--dp-sgd-delta", type=float, default=1e-5, help="δ of the reported DP-SGD ε")
+    exp.add_argument(
+        "--dplc-epsilon",
+        type=float,
+        default=8.0,
+        help="privacyface/fedgc: total DPLC ε per client over the run (zCDP, δ = 1e-5)",
+    )
+    exp.add_argument("--fedgc-lambda", type=float, default=1.0, help="FedGC correction weight λ")
+    ddp = exp.add_mutually_exclusive_group()
+    ddp.add_argument(
+        "--dp-epsilon",
+        type=float,
+        default=0.0,
+        help="distributed DP: total ε over the run at --dp-delta (calibrates the noise)",
+    )
+    ddp.add_argument(
+        "--dp-noise-multiplier",
+        type=float,
+        default=0.0,
+        help="distributed DP: noise multiplier z carried by the minimum honest survivors",
+    )
+    exp.add_argument("--dp-clip", type=float, default=1.0, help="distributed DP: L2 clip C")
+    exp.add_argument("--dp-delta", type=float, default=1e-5, help="distributed DP: δ")
+    exp.add_argument(
+        "--dp-colluders",
+        type=int,
+        default=None,
+        help="distributed DP: colluding clients n_C (default: the protocol's assumption)",
+    )
     exp.add_argument("--json", action="store_true")
     exp.set_defaults(func=_experiment)
 
@@ -551,7 +748,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="end-to-end demo (see README)")
     demo.add_argument("--clients", type=int, default=4)
     demo.add_argument("--rounds", type=int, default=5)
-    demo.add_argument("--dim", type=int, default=20_000)
+    demo.add_argument("--mode", choices=("secagg", "secagg+", "plain"), default="secagg")
+    demo.add_argument(
+        "--algorithm", default="fedavg", help="fedavg (other methods: `secagg experiment`)"
+    )
+    demo.add_argument(
+        "--trainer",
+        choices=("face", "synthetic"),
+        default="face",
+        help="face: a small CNN on face identities; synthetic: fast vector updates",
+    )
+    demo.add_argument(
+        "--data",
+        default="synthetic:400:8",
+        help="face data: synthetic:IDS:IMGS, orl, an .npz or an identity folder",
+    )
+    demo.add_argument("--local-epochs", type=int, default=1)
+    demo.add_argument("--dim", type=int, default=20_000, help="synthetic trainer's dimension")
     demo.add_argument("--transport", choices=("grpc", "memory"), default="grpc")
     demo.add_argument("--out", default="runs", help="where runs/<id>/ goes")
     demo.add_argument("--no-kill", action="store_true", help="no client drops out")
@@ -586,6 +799,42 @@ def build_parser() -> argparse.ArgumentParser:
     hep.add_argument("--json", action="store_true")
     hep.set_defaults(func=_bench_he)
 
+    from aggregator.bench_peers import DEFAULT_PEERS_DIR, DEFAULT_PEERS_PYTHON
+
+    suite = bench_sub.add_parser(
+        "suite", help="sweep N, D and modes; CSV, JSON, PNG plots and a markdown table"
+    )
+    suite.add_argument("--out", default="runs/bench-suite", help="output directory")
+    suite.add_argument("--clients", help="comma list of N (default 10,50,100)")
+    suite.add_argument("--dims", help="comma list of D, 1e5 form allowed (default 1e5,1e6,1e7)")
+    suite.add_argument(
+        "--modes", help="comma list of plain,secagg,secagg+,ckks,bfv-masked (default all)"
+    )
+    suite.add_argument("--repeat", type=int, default=1, help="rounds per masking cell (median)")
+    suite.add_argument(
+        "--dropout", type=float, default=0.1, help="fraction silent after key sharing"
+    )
+    suite.add_argument("--peers", action="store_true", help="add Flower and NVIDIA FLARE rows")
+    suite.add_argument("--peers-python", default=str(DEFAULT_PEERS_PYTHON))
+    suite.add_argument("--peers-dir", default=str(DEFAULT_PEERS_DIR))
+    suite.add_argument(
+        "--peers-max-dim", type=float, default=1e6, help="largest D the peers run at"
+    )
+    suite.add_argument(
+        "--max-cell-s", type=float, default=600.0, help="skip cells estimated to take longer"
+    )
+    suite.add_argument(
+        "--max-memory-gb", type=float, default=4.0, help="skip cells estimated to need more"
+    )
+    suite.add_argument(
+        "--max-total-s", type=float, default=0.0, help="skip cells that would end after this"
+    )
+    suite.add_argument("--quick", action="store_true", help="tiny grid for CI (N 3,5; D 1e3,3e3)")
+    suite.add_argument("--plan", action="store_true", help="print the cells and estimates only")
+    suite.add_argument("--seed", type=int, default=0)
+    suite.add_argument("--json", action="store_true", help="print the results document")
+    suite.set_defaults(func=_bench_suite)
+
     sim = sub.add_parser("simulate", help="run N clients and the server in memory")
     sim.add_argument("--clients", type=int, default=10)
     sim.add_argument("--dim", type=int, default=1000)
@@ -603,7 +852,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode",
         choices=("mask", "ckks", "bfv", "bfv-masked"),
         default="mask",
-        help="mask: SecAgg/SecAgg+ (default); ckks/bfv: homomorphic aggregation",
+        help="mask: SecAgg/SecAgg+ (default); ckks/bfv: homomorphic aggregation; "
+        "bfv-masked: SecAgg masks inside BFV plaintexts (takes --drop)",
     )
     sim.add_argument(
         "--drop-uploads", type=int, default=0, help="HE modes: clients that never upload"
@@ -640,6 +890,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-flip", action="store_true", help="embed without the flipped image")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.set_defaults(func=_eval)
+
+    from aggregator.audit.command import register as register_audit  # argparse only, no torch
+
+    register_audit(sub)
     return parser
 
 

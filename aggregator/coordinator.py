@@ -38,6 +38,7 @@ from aggregator.settings import AggregatorSettings
 from aggregator.spool import SpooledPayload
 from aggregator.store import Store, StoreError
 from protocol.config import RoundConfig
+from protocol.dp_round import round_colluders, round_plan
 from protocol.errors import ProtocolError, UnknownClient, WrongPhase
 from protocol.faults import fault_point
 from protocol.he_messages import (
@@ -496,15 +497,35 @@ class Coordinator:
             )
         # make_config holds the defaults (safe threshold, minimal modulus); this round
         # differs only in its cohort, its fresh nonce and the model it announces.
+        levels, clip, max_weight = s.levels, s.clip, s.max_weight
+        if s.dp_noise_multiplier > 0:  # the quantiser the DP plan fixes (protocol/dp_round.py)
+            threshold = make_config(
+                clients=len(cohort),
+                dim=s.dim,
+                threshold=s.threshold or None,
+                degree=s.degree or None,
+                profile=s.profile,
+            ).threshold
+            plan = round_plan(
+                dim=s.dim,
+                clients=len(cohort),
+                threshold=threshold,
+                l2_clip=s.dp_clip,
+                noise_multiplier=s.dp_noise_multiplier,
+                colluders=round_colluders(
+                    len(cohort), s.dp_colluders, sparse=0 < s.degree < len(cohort) - 1
+                ),
+            )
+            levels, clip, max_weight = plan.levels, plan.quantizer_clip, 1
         base = make_config(
             clients=len(cohort),
             dim=s.dim,
             threshold=s.threshold or None,
             degree=s.degree or None,
             profile=s.profile,
-            levels=s.levels,
-            clip=s.clip,
-            max_weight=s.max_weight,
+            levels=levels,
+            clip=clip,
+            max_weight=max_weight,
             round_=self.round,
         )
         return dataclasses.replace(

@@ -2,22 +2,31 @@
 
 Clients train a shared backbone with private heads on disjoint identities:
 FedAvg with private CosFace heads (methods.md §2), FedFace with the private
-spreadout from a securely summed second moment (§5.3), or the private
-projector (§7). The server step, written once, is
-θ ← θ + Σ n_k Δ_k / Σ n_k, computed either in the clear (``plain``) or through
-the in-memory SecAgg protocol (``secagg``: complete graph; ``secagg+``: a
-Harary graph), which sees only masked vectors. Every mode clips each update
-coordinate to [−clip, clip], so the modes differ only by quantisation; in the
-secure modes each round also records the gap to the plaintext weighted mean
-of the *same* updates against the documented bound. Held-out identities are
-used for 10-fold verification after every round.
+spreadout from a securely summed second moment (§5.3), the private projector
+(§7), FedGC (§3: private FedGC-DPC by default, or the published server-side
+correction as the labelled *trusted aggregator* reference) and PrivacyFace
+(§4: DPLC-LSH clusters with zCDP accounting and the consensus-aware loss);
+:mod:`aggregator.methods` holds what each adds to FedAvg. Local training can
+be DP-SGD (Opacus, ε per client per round). The server step, written once,
+is θ ← θ + Σ n_k Δ_k / Σ n_k; :func:`aggregate` is the one place that
+computes the weighted mean for a mode: in the clear (``plain``), through the
+in-memory SecAgg protocol (``secagg``: complete graph; ``secagg+``: a Harary
+graph), which sees only masked vectors, through the in-memory CKKS round
+(``ckks``), which sees only ciphertexts, or through the hybrid round
+(``bfv-masked``: SecAgg masks inside BFV plaintexts). Every mode clips each update
+coordinate to [−clip, clip], so the modes differ only by quantisation or
+CKKS noise; in the secure modes each round also records the gap to the
+plaintext weighted mean of the *same* updates against the documented bound.
+Held-out identities are used for 10-fold verification after every round.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,19 +34,25 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from aggregator.distributed_dp import DistributedDp, DpOptions
+from aggregator.methods import HEAD_M, HEAD_S, METHODS, MethodSettings, private_projector
 from clients.training.data import FaceDataset, all_pairs, load_dataset, partition_identities
+from clients.training.dpsgd import ClientAccountant, DpSgdConfig, dp_backbone, train_local_dp
 from clients.training.evaluate import embed, save_checkpoint, verification
-from clients.training.fedface import second_moment, spreadout_steps
 from clients.training.flatten import flatten, spec_of, unflatten_into
-from clients.training.heads import fedface_positive_loss, init_head_from_features, margin_head
+from clients.training.heads import init_head_from_features, margin_head
 from clients.training.models import build_backbone
 from clients.training.train import TrainConfig, mean_features, resolve_device, train_local
 from protocol.simulation import make_config, simulate
 from secagg.errors import ParameterError
 
-Mode = Literal["plain", "secagg", "secagg+"]
-MODES: tuple[Mode, ...] = ("plain", "secagg", "secagg+")
-ALGORITHMS = ("fedavg", "fedface", "projector")
+Mode = Literal["plain", "secagg", "secagg+", "ckks", "bfv-masked"]
+MODES: tuple[Mode, ...] = ("plain", "secagg", "secagg+", "ckks", "bfv-masked")
+ALGORITHMS = tuple(METHODS)
+__all__ = ["ALGORITHMS", "MODES", "ExperimentConfig", "aggregate", "private_projector"]
+
+#: CKKS parity bound on the weighted mean: T49's documented precision (security.md, N2).
+CKKS_PARITY_BOUND = 1e-6
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,22 @@ class ExperimentConfig:
     device: str = "auto"
     seed: int = 0
     out: str = "runs/experiment"
+    # DP-SGD in local training (Opacus): off while dp_sgd_noise is 0.
+    dp_sgd_noise: float = 0.0
+    dp_sgd_clip: float = 1.0
+    dp_sgd_delta: float = 1e-5
+    # PrivacyFace / FedGC-DPC: the DPLC-LSH budget per client over the whole run.
+    dplc_epsilon: float = 8.0
+    dplc_delta: float = 1e-5
+    dplc_bits: int = 3
+    dplc_clusters: int = 4
+    fedgc_lambda: float = 1.0
+    # Distributed DP (secagg.dp, aggregator.distributed_dp): off while both are 0.
+    dp_epsilon: float = 0.0
+    dp_noise_multiplier: float = 0.0
+    dp_clip: float = 1.0
+    dp_delta: float = 1e-5
+    dp_colluders: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -72,6 +103,29 @@ class ExperimentConfig:
             )
         if self.clients < 2 or self.rounds < 1:
             raise ParameterError("need at least 2 clients and 1 round")
+        if self.dp_sgd_noise < 0:
+            raise ParameterError("dp_sgd_noise must be ≥ 0 (0 turns DP-SGD off)")
+        if self.dp_sgd_noise > 0 and self.algorithm in ("fedface", "projector"):
+            raise ParameterError("DP-SGD runs with the margin-softmax methods only")
+        self.dp.check(mode=self.mode, clients=self.clients)
+
+    @property
+    def dp(self) -> DpOptions:
+        """The distributed-DP options (``dp.enabled`` says whether it is on)."""
+        return DpOptions(
+            epsilon=self.dp_epsilon,
+            noise_multiplier=self.dp_noise_multiplier,
+            clip=self.dp_clip,
+            delta=self.dp_delta,
+            colluders=self.dp_colluders,
+        )
+
+    @property
+    def dp_sgd(self) -> DpSgdConfig | None:
+        """The DP-SGD settings, or None when local training is not private."""
+        if self.dp_sgd_noise == 0:
+            return None
+        return DpSgdConfig(self.dp_sgd_noise, self.dp_sgd_clip, self.dp_sgd_delta)
 
 
 @dataclass
@@ -92,41 +146,173 @@ class RoundReport:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def private_projector(dim: int, *, seed: int) -> torch.Tensor:
-    """A client's private random orthogonal map (Ding et al.; methods.md §7).
+@dataclass(frozen=True)
+class Aggregate:
+    """One round's weighted mean, what it cost, and how far it is from the plaintext mean."""
 
-    Never uploaded: the server sees only the shared backbone's update, so it
-    cannot run the model forward as the client did. Orthogonal, so cosine
-    geometry (what verification uses) is the same for every client.
+    mean: np.ndarray
+    plain_mean: np.ndarray
+    crypto_s: float = 0.0
+    bytes_up_per_client: float = 0.0
+    parity_max_abs_error: float | None = None
+    parity_bound: float | None = None
+
+
+def aggregate(
+    mode: str,
+    updates: Mapping[int, np.ndarray],
+    weights: Mapping[int, int],
+    *,
+    clip: float,
+    levels: int,
+    round_: int,
+    seed: int,
+) -> Aggregate:
+    """Σ n_k Δ_k / Σ n_k for ``mode``: the single place where updates meet the aggregation.
+
+    Every secure mode also returns the gap to the plaintext mean of the same
+    updates and the bound it must stay under.
     """
-    generator = torch.Generator().manual_seed(seed)
-    q, r = torch.linalg.qr(torch.randn(dim, dim, generator=generator))
-    haar: torch.Tensor = q * torch.sign(torch.diagonal(r))  # Haar-distributed orthogonal
-    return haar
+    total = sum(weights[k] for k in updates)
+    plain_mean = np.asarray(sum(weights[k] * updates[k] for k in updates) / total)
+    if mode == "plain":
+        return Aggregate(plain_mean, plain_mean, bytes_up_per_client=4.0 * plain_mean.size)
+    start = time.perf_counter()
+    if mode in ("secagg", "secagg+"):
+        mean, up, bound = _masked_mean(mode, updates, weights, clip, levels, round_, seed)
+    elif mode == "ckks":
+        mean, up, bound = _ckks_mean(updates, weights, clip, levels, round_, seed)
+    elif mode == "bfv-masked":
+        mean, up, bound = _bfv_masked_mean(updates, weights, clip, levels, round_, seed)
+    else:
+        raise ParameterError(f"mode must be one of {MODES}")
+    crypto_s = time.perf_counter() - start
+    parity = float(np.max(np.abs(mean - plain_mean))) if mean.size else 0.0
+    return Aggregate(mean, plain_mean, crypto_s, up, parity, bound)
 
 
-Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+def _masked_mean(
+    mode: str,
+    updates: Mapping[int, np.ndarray],
+    weights: Mapping[int, int],
+    clip: float,
+    levels: int,
+    round_: int,
+    seed: int,
+) -> tuple[np.ndarray, float, float]:
+    """SecAgg (complete graph) or SecAgg+ (Harary graph) over the in-memory transport."""
+    clients = len(updates)
+    config = make_config(
+        clients=clients,
+        dim=next(iter(updates.values())).size,
+        degree=None if mode == "secagg" else max(2, (clients - 1) // 2 * 2),
+        clip=clip,
+        levels=levels,
+        max_weight=max(weights.values()),
+        round_=round_,
+        seed=str(seed).encode(),
+    )
+    vectors = dict(enumerate((updates[k] for k in sorted(updates)), 1))
+    by_slot = dict(enumerate((weights[k] for k in sorted(updates)), 1))
+    report = simulate(config, vectors=vectors, weights=by_slot, seed=seed * 1000 + round_)
+    if report.result is None:
+        raise RuntimeError(f"round {round_} aborted: {report.abort_reason}")
+    up = float(np.mean(list(report.bytes_up.values())))
+    # Σ w·err / Σ w with |err| < one level per client.
+    return report.result.weighted_mean(), up, config.quantizer.step
 
 
-def _objective(
-    algorithm: str, head: torch.nn.Module, projector: torch.Tensor | None
-) -> Objective | None:
-    """The local loss when it is not the default (CE over the margin head)."""
-    if algorithm == "fedface":  # positive-only, against the client's fixed class embeddings
-        rows = _rows(head).detach()
-        return lambda emb, y: fedface_positive_loss(emb, y, rows)
-    if projector is not None:  # the private orthogonal map sits before the head
-        return lambda emb, y: torch.nn.functional.cross_entropy(
-            head(emb @ projector.T, y).float(), y
-        )
-    return None
+def _ckks_mean(
+    updates: Mapping[int, np.ndarray],
+    weights: Mapping[int, int],
+    clip: float,
+    levels: int,
+    round_: int,
+    seed: int,
+) -> tuple[np.ndarray, float, float]:
+    """The in-memory CKKS round: the aggregator adds ciphertexts, clients decrypt the mean."""
+    from protocol.he_flow import HEConfig, run_he_round
+    from secagg.primitives.signing import signing_key
+    from secagg.rng import DeterministicRandomSource
+
+    rng = DeterministicRandomSource(f"experiment/ckks/{seed}/{round_}")
+    cohort = tuple(range(1, len(updates) + 1))
+    vectors = dict(zip(cohort, (updates[k] for k in sorted(updates)), strict=True))
+    slot_weights = dict(zip(cohort, (weights[k] for k in sorted(updates)), strict=True))
+    config = HEConfig(
+        round=round_,
+        clients=cohort,
+        dim=next(iter(vectors.values())).size,
+        scheme="ckks",
+        key_holder=1,
+        clip=clip,
+        max_weight=max(slot_weights.values()),
+        levels=levels,
+        nonce=rng.random_bytes(32),
+        model_hash=hashlib.sha256(f"experiment/{seed}/{round_}".encode()).digest(),
+    )
+    keys = {c: signing_key(rng) for c in cohort}
+    report = run_he_round(config, vectors=vectors, weights=slot_weights, roster_keys=keys, rng=rng)
+    if not report.completed or 1 not in report.results:
+        raise RuntimeError(f"round {round_} aborted: {report.abort_reason}")
+    return report.results[1], float(report.upload_bytes), CKKS_PARITY_BOUND
 
 
-def _rows(head: torch.nn.Module) -> torch.Tensor:
-    """A margin head's class embeddings (classes, d)."""
-    weight = head.weight
-    assert isinstance(weight, torch.Tensor)
-    return weight
+def _bfv_masked_mean(
+    updates: Mapping[int, np.ndarray],
+    weights: Mapping[int, int],
+    clip: float,
+    levels: int,
+    round_: int,
+    seed: int,
+) -> tuple[np.ndarray, float, float]:
+    """The in-memory hybrid round: SecAgg masks inside BFV plaintexts (protocol.he_masked).
+
+    BFV's plain modulus t (about 2^20) must hold Σ w·q(x) without wrapping, so
+    weights are divided by their gcd (the mean is unchanged) and the levels
+    are cut to the most that fit (he.check_bfv); the bound is one level.
+    """
+    from protocol.he_masked import HEMaskedConfig, run_he_masked_round
+    from secagg import he
+    from secagg.errors import OverflowRisk
+    from secagg.primitives.signing import signing_key
+    from secagg.quantization import Quantizer, quantize
+    from secagg.rng import DeterministicRandomSource
+
+    cohort = tuple(range(1, len(updates) + 1))
+    common = math.gcd(*(weights[k] for k in updates))
+    slot_weights = dict(zip(cohort, (weights[k] // common for k in sorted(updates)), strict=True))
+    widest = max(slot_weights.values())
+    fit = levels
+    while fit > 2:
+        try:
+            he.check_bfv(he.BFV_8192, clients=len(cohort), max_abs=(fit - 1) * widest)
+            break
+        except OverflowRisk:
+            fit //= 2
+    rng = DeterministicRandomSource(f"experiment/bfv-masked/{seed}/{round_}")
+    config = HEMaskedConfig(
+        round=round_,
+        clients=cohort,
+        threshold=make_config(clients=len(cohort), dim=1).threshold,
+        dim=next(iter(updates.values())).size,
+        key_holder=1,
+        clip=clip,
+        levels=fit,
+        max_weight=widest,
+        nonce=rng.random_bytes(32),
+        model_hash=hashlib.sha256(f"experiment/{seed}/{round_}".encode()).digest(),
+    )
+    quantizer = Quantizer(clip, fit)
+    vectors = dict(zip(cohort, (updates[k] for k in sorted(updates)), strict=True))
+    ints = {c: quantize(vectors[c], quantizer, rng=rng) for c in cohort}
+    keys = {c: signing_key(rng) for c in cohort}
+    report = run_he_masked_round(
+        config, levels=ints, weights=slot_weights, roster_keys=keys, rng=rng
+    )
+    if not report.completed or 1 not in report.results:
+        raise RuntimeError(f"round {round_} aborted: {report.abort_reason}")
+    return report.results[1], float(report.upload_bytes), quantizer.step
 
 
 def split_for_verification(
@@ -175,95 +361,116 @@ def run_experiment(
         embedding_dim=cfg.embedding_dim,
         in_channels=channels,
         image_size=cfg.image_size[0],
-    ).to(device)
+    )
+    dp_sgd = cfg.dp_sgd
+    # Every party builds the same GroupNorm model (Opacus' fixer); under distributed DP
+    # too, where noisy BatchNorm running variances could turn negative.
+    if dp_sgd is not None or cfg.dp.enabled:
+        backbone = dp_backbone(backbone)
+    backbone = backbone.to(device)
     spec = spec_of(backbone)
     theta = flatten(backbone, spec)
     heads: dict[int, torch.nn.Module] = {}
+    accountants: dict[int, ClientAccountant] = {}
     weights = {k: len(shard) for k, shard in enumerate(shards, 1)}
-    progress(
-        f"{cfg.algorithm}/{cfg.mode}: {cfg.clients} clients, {train.identities} training and "
-        f"{test.identities} held-out identities, {spec.size} shared parameters, device {device}"
+    method = METHODS[cfg.algorithm](
+        MethodSettings(
+            embedding_dim=cfg.embedding_dim,
+            rounds=cfg.rounds,
+            seed=cfg.seed,
+            lr=cfg.lr,
+            dplc_epsilon=cfg.dplc_epsilon,
+            dplc_delta=cfg.dplc_delta,
+            dplc_bits=cfg.dplc_bits,
+            dplc_clusters=cfg.dplc_clusters,
+            fedgc_lambda=cfg.fedgc_lambda,
+        )
     )
+    trusted = cfg.algorithm == "fedgc-reference"
+    label = "[TRUSTED AGGREGATOR] " if trusted else ""
+    progress(
+        f"{label}{cfg.algorithm}/{cfg.mode}: {cfg.clients} clients, {train.identities} training "
+        f"and {test.identities} held-out identities, {spec.size} shared parameters, "
+        f"device {device}" + (f"; DP-SGD σ={dp_sgd.noise_multiplier}" if dp_sgd else "")
+    )
+    progress(f"{label}trust: {method.trust}")
+    ddp = None
+    if cfg.dp.enabled:  # clients clip and add discrete Gaussian shares before masking
+        ddp = DistributedDp.start(
+            cfg.dp, mode=cfg.mode, clients=cfg.clients, rounds=cfg.rounds, dim=spec.size
+        )
+        progress(f"distributed DP: {ddp.summary()}")
     reports: list[RoundReport] = []
-    fedface = cfg.algorithm == "fedface"
-    projector = cfg.algorithm == "projector"
-    projectors: dict[int, torch.Tensor] = {}
-    dim_s = cfg.embedding_dim**2 if fedface else 0  # FedFace: S_k rides in the masked vector
     for r in range(cfg.rounds):
         updates: dict[int, np.ndarray] = {}
         losses = []
         start = time.perf_counter()
         for k, shard in enumerate(shards, 1):
             unflatten_into(backbone, spec, theta)
-            if projector and k not in projectors:
-                projectors[k] = private_projector(cfg.embedding_dim, seed=cfg.seed * 7919 + k).to(
-                    device
-                )
-            if k not in heads:  # first participation: head rows = mean features (methods.md §2)
-                heads[k] = margin_head("cosface", cfg.embedding_dim, shard.identities).to(device)
-                feats, labels = mean_features(backbone, shard, device=device)
-                if projector:
-                    feats = feats.to(device) @ projectors[k].T
-                init_head_from_features(heads[k], feats.to(device), labels.to(device))
+            if k not in heads:
+                heads[k] = margin_head(
+                    "cosface", cfg.embedding_dim, shard.identities, s=HEAD_S, m=HEAD_M
+                ).to(device)
+                if dp_sgd is None:  # first participation: rows = mean features (methods.md §2)
+                    feats, labels = mean_features(backbone, shard, device=device)
+                    feats = method.features(k, feats.to(device))
+                    init_head_from_features(heads[k], feats, labels.to(device))
+                # Under DP-SGD the rows start random: a data-dependent init would not be private.
             local = TrainConfig(
                 epochs=cfg.local_epochs,
                 batch_size=cfg.batch_size,
                 lr=cfg.lr,
                 seed=cfg.seed * 1000 + r * 100 + k,
             )
-            objective = _objective(cfg.algorithm, heads[k], projectors.get(k))
-            trained = train_local(
-                backbone, heads[k], shard, local, device=device, objective=objective
-            )
+            if dp_sgd is not None:
+                accountants.setdefault(k, ClientAccountant(dp_sgd.delta)).start_round()
+                trained = train_local_dp(
+                    backbone,
+                    heads[k],
+                    shard,
+                    local,
+                    dp_sgd,
+                    accountants[k],
+                    device=device,
+                    extra_logits=method.extra_negatives(k, device),
+                )
+            else:
+                objective = method.objective(k, heads[k])
+                trained = train_local(
+                    backbone, heads[k], shard, local, device=device, objective=objective
+                )
             losses.append(trained.loss)
             delta = np.clip(flatten(backbone, spec) - theta, -cfg.clip, cfg.clip)
-            if fedface:  # S_k / n_k: |entries| ≤ |C_k| / n_k ≤ 1, and weight n_k restores S_k
-                moment = second_moment(_rows(heads[k])).cpu().numpy().reshape(-1)
-                delta = np.concatenate([delta, moment / weights[k]])
-            updates[k] = delta
+            updates[k] = np.concatenate([delta, method.upload_extra(k, heads[k], weights[k])])
+            method.release(k, heads[k], r)
         train_s = time.perf_counter() - start
-        total_w = sum(weights.values())
-        plain_mean = np.asarray(sum(weights[k] * updates[k] for k in updates) / total_w)
-        crypto_s, up, parity, bound = 0.0, 4.0 * spec.size, None, None
-        if cfg.mode == "plain":
-            mean = plain_mean
+        if ddp is not None:  # unweighted noisy mean; plain_mean = the same without noise
+            agg = Aggregate(*ddp.aggregate(updates, round_=r, seed=cfg.seed))
         else:
-            config = make_config(
-                clients=cfg.clients,
-                dim=spec.size + dim_s,
-                degree=None if cfg.mode == "secagg" else max(2, (cfg.clients - 1) // 2 * 2),
+            agg = aggregate(
+                cfg.mode,
+                updates,
+                weights,
                 clip=cfg.clip,
                 levels=cfg.levels,
-                max_weight=max(weights.values()),
                 round_=r,
-                seed=str(cfg.seed).encode(),
+                seed=cfg.seed,
             )
-            start = time.perf_counter()
-            report = simulate(config, vectors=updates, weights=weights, seed=cfg.seed * 1000 + r)
-            crypto_s = time.perf_counter() - start
-            if report.result is None:
-                raise RuntimeError(f"round {r} aborted: {report.abort_reason}")
-            mean = report.result.weighted_mean()
-            up = float(np.mean(list(report.bytes_up.values())))
-            parity = float(np.max(np.abs(mean - plain_mean)))
-            bound = config.quantizer.step  # Σ w·err / Σ w with |err| < one level per client
         shadow = None
-        if cfg.mode != "plain":  # the same step in the clear: accuracy parity, round by round
-            unflatten_into(backbone, spec, theta + plain_mean[: spec.size])
+        if cfg.mode != "plain" or ddp is not None:  # the same step in the clear (without DP)
+            unflatten_into(backbone, spec, theta + agg.plain_mean[: spec.size])
             shadow = float(evaluate(backbone, test, pairs, device)["accuracy_mean"])
-        if fedface:  # S = Σ S_k goes back to the clients; each spreads its own rows out
-            moment_sum = (
-                torch.from_numpy(mean[spec.size :] * total_w)
-                .float()
-                .reshape(cfg.embedding_dim, cfg.embedding_dim)
-            )
-            for head in heads.values():
-                rows = _rows(head)
-                new_rows = spreadout_steps(rows.detach().cpu(), moment_sum)
-                with torch.no_grad():
-                    rows.copy_(new_rows.to(rows.device))
-            mean, plain_mean = mean[: spec.size], plain_mean[: spec.size]
-        theta = theta + mean
+        theta = theta + agg.mean[: spec.size]  # the server step, for every method and mode
+        extra = method.after_round(agg.mean[spec.size :] * sum(weights.values()), heads, r)
+        extra["bytes_clear_per_client"] = method.clear_bytes(heads)
+        if ddp is not None:
+            extra.update(ddp.last)
+        if dp_sgd is not None:
+            extra["dp_sgd_epsilon"] = {str(k): a.epsilon() for k, a in accountants.items()}
+            extra["dp_sgd_epsilon_round"] = {
+                str(k): a.round_epsilon() for k, a in accountants.items()
+            }
+            extra["dp_sgd_delta"] = dp_sgd.delta
         unflatten_into(backbone, spec, theta)
         metrics = evaluate(backbone, test, pairs, device)
         row = RoundReport(
@@ -273,18 +480,28 @@ def run_experiment(
             accuracy_std=metrics["accuracy_std"],
             tar_at_far=metrics["tar_at_far"],
             train_s=train_s,
-            crypto_s=crypto_s,
-            bytes_up_per_client=up,
-            parity_max_abs_error=parity,
-            parity_bound=bound,
+            crypto_s=agg.crypto_s,
+            bytes_up_per_client=agg.bytes_up_per_client,
+            parity_max_abs_error=agg.parity_max_abs_error,
+            parity_bound=agg.parity_bound,
             plain_step_accuracy=shadow,
+            extra=extra,
         )
         reports.append(row)
+        parity, bound = agg.parity_max_abs_error, agg.parity_bound
+        privacy = ""
+        if "dplc_epsilon" in extra:
+            privacy += f"  DPLC ε {max(extra['dplc_epsilon'].values()):.2f}"
+        if "dp_sgd_epsilon" in extra:
+            privacy += f"  DP-SGD ε {max(extra['dp_sgd_epsilon'].values()):.2f}"
+        if "dp_epsilon" in extra:
+            privacy += f"  DDP ε {extra['dp_epsilon']:.2f} (round {extra['dp_epsilon_round']:.2f})"
         progress(
-            f"round {r}: loss {row.loss:.3f}  verification {row.accuracy_mean:.3f}±"
+            f"{label}round {r}: loss {row.loss:.3f}  verification {row.accuracy_mean:.3f}±"
             f"{row.accuracy_std:.3f}  TAR@FAR=1e-2 {row.tar_at_far.get('1e-2', float('nan')):.3f}  "
-            f"train {train_s:.1f}s crypto {crypto_s:.1f}s"
+            f"train {train_s:.1f}s crypto {agg.crypto_s:.1f}s"
             + (f"  parity {parity:.1e} ≤ {bound:.1e}" if parity is not None else "")
+            + privacy
         )
     meta = {
         "backbone": cfg.backbone,
@@ -293,6 +510,8 @@ def run_experiment(
         "image_size": cfg.image_size[0],
         "data_size": list(cfg.image_size),
     }
+    if dp_sgd is not None or cfg.dp.enabled:
+        meta["norm"] = "groupnorm"  # Opacus' fixer swapped BatchNorm; `secagg eval` does too
     save_checkpoint(out / "checkpoint.pt", backbone, meta)
     # The held-out identities, so `secagg eval --data heldout.npz` re-scores exactly them.
     np.savez_compressed(
@@ -303,6 +522,8 @@ def run_experiment(
     )
     result = {
         "config": asdict(cfg),
+        "trust": method.trust,
+        "distributed_dp": ddp.summary() if ddp is not None else None,
         "shared_parameters": spec.size,
         "held_out_identities": test.identities,
         "verification_pairs": int(pairs[2].size),

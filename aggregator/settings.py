@@ -40,6 +40,12 @@ class AggregatorSettings:
     max_weight: int = 1
     learning_rate: float = 1.0
     phase_timeout_s: float = 30.0
+    # Distributed DP (secagg.dp): clients clip to dp_clip (L2) and add discrete Gaussian
+    # noise for a total noise multiplier dp_noise_multiplier carried by the t − n_C honest
+    # survivors; 0 = off. Clients must use the same values (they refuse otherwise).
+    dp_noise_multiplier: float = 0.0
+    dp_clip: float = 1.0
+    dp_colluders: int = -1  # n_C in the plan; -1: the protocol's default assumption
     # The first phase's deadline: clients train locally before they answer it.
     # 0 = phase_timeout_s.
     train_timeout_s: float = 0.0
@@ -74,6 +80,10 @@ class AggregatorSettings:
             raise ParameterError("rounds and dim must be positive")
         if not self.insecure and not self.pki_dir:
             raise ParameterError("pki_dir is required unless insecure = true (development only)")
+        if self.dp_noise_multiplier < 0 or self.dp_clip <= 0:
+            raise ParameterError("dp_noise_multiplier must be ≥ 0 and dp_clip positive")
+        if self.dp_noise_multiplier > 0 and self.profile == "plain":
+            raise ParameterError("distributed DP needs a masked profile (active or semi-honest)")
         if self.synchronous not in ("NORMAL", "FULL"):
             raise ParameterError("synchronous must be NORMAL or FULL")
         if self.phase_timeout_s <= 0 or self.poll_wait_s <= 0 or self.train_timeout_s < 0:

@@ -26,14 +26,15 @@ from protocol.client import ClientMachine, ClientPhase
 from protocol.config import ClientPolicy
 from protocol.faults import fault_point
 from protocol.he_messages import HEStart
-from protocol.messages import MaskedInput, RoundStart
+from protocol.messages import MaskedInput, RoundStart, UnmaskRequest
 from protocol.plain import PlainClient
-from secagg.errors import SecAggError
+from secagg.errors import ParameterError, SecAggError
 from secagg.primitives.signing import SigningKey
 from secagg.rng import RandomSource, SystemRandomSource
 from secagg_pb import codec
 
 if TYPE_CHECKING:
+    from clients.dp import ClientDp  # dp-accounting: loaded only when DP is configured
     from clients.he_daemon import HERound, LocalModel  # TenSEAL: loaded by HE rounds only
 
 log = logging.getLogger("secagg.client")
@@ -71,6 +72,7 @@ class Daemon:
         max_rounds: int | None = None,
         on_round: RoundReport | None = None,
         dump_dir: Path | None = None,
+        dp: ClientDp | None = None,
     ) -> None:
         self.client_id = client_id
         self.transport = transport
@@ -92,6 +94,9 @@ class Daemon:
         self._he_local: LocalModel | None = None
         #: Debugging and tests only: HE rounds write each decrypted mean here.
         self._dump_dir = dump_dir
+        #: Distributed DP (clients/dp.py): noisy levels instead of the update.
+        self.dp = dp
+        self._survivors = 0
 
     def run(self) -> DaemonStats:
         """Loop until the aggregator reports that training is finished."""
@@ -129,6 +134,8 @@ class Daemon:
         machine = self._machine
         if machine is None:
             return
+        if isinstance(msg, UnmaskRequest):  # who is in the sum: what the DP ledger charges
+            self._survivors = len(msg.survivors)
         start = time.perf_counter()
         replies = machine.handle(msg)  # type: ignore[arg-type]
         self._times["crypto_s"] += time.perf_counter() - start
@@ -172,6 +179,7 @@ class Daemon:
             )
         self._times = dict.fromkeys(self._times, 0.0)
         self._bytes_up = 0
+        self._survivors = 0
         start = time.perf_counter()
         raw = self.transport.model(config.round)
         self._times["network_s"] += time.perf_counter() - start
@@ -182,7 +190,13 @@ class Daemon:
         self._info = dict(getattr(self.trainer, "last", None) or {})
         digest = model_hash(raw)
         start = time.perf_counter()
-        if update.levels is not None:
+        if self.dp is not None:
+            if not isinstance(machine, ClientMachine) or update.vector is None:
+                raise ParameterError("distributed DP needs a masked round and a float update")
+            self.dp.prepare(config)  # refuses a config that does not carry this client's plan
+            levels = self.dp.levels(update.vector, self.rng)  # NoiseTailExceeded: sit out
+            machine.set_levels(levels, weight=1, model_hash=digest)
+        elif update.levels is not None:
             machine.set_levels(update.levels, weight=update.weight, model_hash=digest)
         else:
             assert update.vector is not None
@@ -234,6 +248,14 @@ class Daemon:
         loss = self._info.get("loss")
         if isinstance(loss, int | float):
             record["loss"] = float(loss)
+        if self.dp is not None and self.dp.plan is not None and self._survivors:
+            entry = self.dp.record(self._survivors)
+            record |= {
+                "dp_survivors": entry.survivors,
+                "dp_epsilon_round": entry.epsilon,
+                "dp_epsilon": entry.epsilon_cumulative,
+                "dp_delta": entry.delta,
+            }
         self.on_round(record)
 
     def _close_round(self) -> None:

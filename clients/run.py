@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,6 +15,9 @@ from clients.transport import Transport, client_credentials, open_channel
 from protocol.config import ClientPolicy
 from protocol.roster import parse_roster
 from secagg.primitives.signing import SigningKey
+
+if TYPE_CHECKING:
+    from clients.dp import ClientDp
 
 
 def run_client(settings: ClientSettings) -> DaemonStats:
@@ -46,6 +50,7 @@ def run_client(settings: ClientSettings) -> DaemonStats:
         poll_timeout=settings.poll_timeout_s,
         on_round=_metrics_writer(settings.metrics_file),
         dump_dir=Path(settings.dump_updates_dir) if settings.dump_updates_dir else None,
+        dp=_client_dp(settings),
     )
     try:
         return daemon.run()
@@ -98,3 +103,16 @@ def _metrics_writer(path: str) -> RoundReport | None:
             handle.write(json.dumps(record) + "\n")
 
     return write
+
+
+def _client_dp(settings: ClientSettings) -> ClientDp | None:
+    if settings.dp_noise_multiplier <= 0:
+        return None
+    from clients.dp import ClientDp
+
+    return ClientDp(
+        settings.dp_noise_multiplier,
+        settings.dp_clip,
+        colluders=settings.colluders,
+        delta=settings.dp_delta,
+    )

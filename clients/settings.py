@@ -28,6 +28,11 @@ class ClientSettings:
     allow_plain: bool = False  # plain rounds send the update in the clear (benchmarks only)
     # trainer = "face": the [client.training] table (clients/training/face_trainer.py).
     training: dict[str, Any] = field(default_factory=dict)
+    # Distributed DP: must equal the aggregator's dp_* values (the daemon refuses a round
+    # whose quantiser does not match its own plan); n_C is `colluders`. 0 = off.
+    dp_noise_multiplier: float = 0.0
+    dp_clip: float = 1.0
+    dp_delta: float = 1e-5
     # This client's own per-round figures (loss, train/crypto/network seconds, bytes up)
     # as JSON lines on its own disk; "" = off. Nothing here is sent to the aggregator.
     metrics_file: str = ""
@@ -42,6 +47,8 @@ class ClientSettings:
             raise ParameterError("pki_dir is required unless insecure = true (development only)")
         if self.trainer not in TRAINERS:
             raise ParameterError(f"unknown trainer {self.trainer!r} (available: {TRAINERS})")
+        if self.dp_noise_multiplier < 0 or self.dp_clip <= 0 or not 0 < self.dp_delta < 1:
+            raise ParameterError("dp_noise_multiplier ≥ 0, dp_clip > 0 and 0 < dp_delta < 1")
         if self.training and self.trainer != "face":
             raise ParameterError('a [client.training] table needs trainer = "face"')
 

@@ -74,7 +74,38 @@ def test_eval_rescores_the_held_out_identities(
 
 def test_unknown_algorithm_is_refused() -> None:
     with pytest.raises(ValueError, match="not built yet"):
-        ExperimentConfig(algorithm="fedgc")
+        ExperimentConfig(algorithm="fedprox")
+
+
+def test_ckks_experiment_matches_the_plaintext_step(tmp_path: Path) -> None:
+    report = _tiny(tmp_path, "ckks")
+    rounds = report["rounds"]
+    assert isinstance(rounds, list) and len(rounds) == 2
+    for row in rounds:
+        # CKKS noise only, far inside the documented T49 precision…
+        assert 0 <= row["parity_max_abs_error"] <= row["parity_bound"] == 1e-6
+        # …so the model verifies exactly as the plaintext step would.
+        assert row["accuracy_mean"] == pytest.approx(row["plain_step_accuracy"])
+        # Ciphertexts: several bytes per parameter, more than the 4 of float32.
+        assert row["bytes_up_per_client"] > 4 * int(str(report["shared_parameters"]))
+
+
+def test_bfv_masked_experiment_stays_within_one_level(tmp_path: Path) -> None:
+    cfg = ExperimentConfig(
+        mode="bfv-masked",
+        data="synthetic:16:4",
+        clients=3,
+        rounds=1,
+        test_identities=4,
+        image_size=(16, 16),
+        embedding_dim=16,
+        out=str(tmp_path),
+    )
+    final = run_experiment(cfg, progress=lambda _: None)["final"]
+    assert isinstance(final, dict)
+    # Stochastic rounding: the weighted mean is within one quantisation level of the plain one.
+    assert 0 < final["parity_max_abs_error"] <= final["parity_bound"] <= 2.0 / 1000
+    assert final["crypto_s"] > 0
 
 
 @pytest.mark.slow
