@@ -1,0 +1,1 @@
+"""Tests of the gradient-inversion audit (aggregator/audit)."""
