@@ -97,7 +97,7 @@ def test_t45_load_16_daemons_1e6_coordinates_10_rounds(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 def test_t46_soak_8_daemons_200_rounds_no_growth(tmp_path: Path) -> None:
-    """T46 (CI size): RSS ≤ +5 %, fds and threads ± 2, from round 40 to round 199."""
+    """T46 (CI size): RSS ≤ +5 %, fds ± 2 from round 40 to 199; peak threads do not grow."""
     # Warm-up: SQLite's page cache (capped at 2 MiB by default) fills during the first
     # ~40 rounds at this size (sqlite3_memory_used: 1.3 MiB at round 20, 2.1 from 40 on).
     clients, dim, rounds, warm_up = 8, 1000, 200, 40
@@ -120,4 +120,9 @@ def test_t46_soak_8_daemons_200_rounds_no_growth(tmp_path: Path) -> None:
     growth = end.rss_kib / start.rss_kib - 1
     assert growth <= 0.05, (start, end, growth)
     assert abs(end.fds - start.fds) <= 2, (start, end)
-    assert abs(end.threads - start.threads) <= 2, (start, end)
+    # gRPC's executor starts worker threads lazily, up to its cap, when calls overlap:
+    # a single sample can catch a spike. A leak grows; so compare the busiest sample
+    # of the first half with that of the second.
+    first = max(samples[r].threads for r in range(warm_up - 1, 120))
+    second = max(samples[r].threads for r in range(120, rounds - 1))
+    assert second - first <= 2, (first, second)
