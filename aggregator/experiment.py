@@ -36,7 +36,13 @@ import torch
 
 from aggregator.distributed_dp import DistributedDp, DpOptions
 from aggregator.methods import HEAD_M, HEAD_S, METHODS, MethodSettings, private_projector
-from clients.training.data import FaceDataset, all_pairs, load_dataset, partition_identities
+from clients.training.data import (
+    FaceDataset,
+    all_pairs,
+    load_dataset,
+    partition_identities,
+    split_for_verification,
+)
 from clients.training.dpsgd import ClientAccountant, DpSgdConfig, dp_backbone, train_local_dp
 from clients.training.evaluate import embed, save_checkpoint, verification
 from clients.training.flatten import flatten, spec_of, unflatten_into
@@ -313,18 +319,6 @@ def _bfv_masked_mean(
     if not report.completed or 1 not in report.results:
         raise RuntimeError(f"round {round_} aborted: {report.abort_reason}")
     return report.results[1], float(report.upload_bytes), quantizer.step
-
-
-def split_for_verification(
-    ds: FaceDataset, test_identities: int, seed: int
-) -> tuple[FaceDataset, FaceDataset]:
-    """Hold out ``test_identities`` identities (seeded) for verification; train on the rest."""
-    if not 0 < test_identities < ds.identities:
-        raise ParameterError("test_identities must leave identities to train on")
-    order = np.random.default_rng(seed).permutation(ds.identities)
-    test = sorted(int(i) for i in order[:test_identities])
-    train = sorted(int(i) for i in order[test_identities:])
-    return ds.subset(train), ds.subset(test)
 
 
 def evaluate(

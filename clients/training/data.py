@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from secagg.errors import ParameterError
+
 __all__ = [
     "DEFAULT_EXTENSIONS",
     "FaceDataset",
@@ -637,6 +639,18 @@ def _sample_impostors(
 
 
 # ---------------------------------------------------------------------- federated split
+
+
+def split_for_verification(
+    ds: FaceDataset, test_identities: int, seed: int
+) -> tuple[FaceDataset, FaceDataset]:
+    """Hold out ``test_identities`` identities (seeded) for verification; train on the rest."""
+    if not 0 < test_identities < ds.identities:
+        raise ParameterError("test_identities must leave identities to train on")
+    order = np.random.default_rng(seed).permutation(ds.identities)
+    test = sorted(int(i) for i in order[:test_identities])
+    train = sorted(int(i) for i in order[test_identities:])
+    return ds.subset(train), ds.subset(test)
 
 
 def partition_identities(

@@ -20,7 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from clients.training.data import FaceDataset, load_dataset, partition_identities
+from clients.training.data import (
+    FaceDataset,
+    load_dataset,
+    partition_identities,
+    split_for_verification,
+)
 from clients.training.flatten import ParamSpec, flatten, spec_of, unflatten_into
 from clients.training.heads import init_head_from_features, margin_head
 from clients.training.models import build_backbone
@@ -60,18 +65,6 @@ class FaceTrainingSettings:
             raise ParameterError("shards and test_identities must be ≥ 0")
         if self.local_epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.clip <= 0:
             raise ParameterError("local_epochs, batch_size, lr and clip must be positive")
-
-
-def split_for_verification(
-    ds: FaceDataset, test_identities: int, seed: int
-) -> tuple[FaceDataset, FaceDataset]:
-    """Hold out ``test_identities`` identities (seeded) for verification; train on the rest."""
-    if not 0 < test_identities < ds.identities:
-        raise ParameterError("test_identities must leave identities to train on")
-    order = np.random.default_rng(seed).permutation(ds.identities)
-    test = sorted(int(i) for i in order[:test_identities])
-    train = sorted(int(i) for i in order[test_identities:])
-    return ds.subset(train), ds.subset(test)
 
 
 def load_split(settings: FaceTrainingSettings) -> tuple[FaceDataset, FaceDataset | None]:
