@@ -16,7 +16,7 @@ import numpy as np
 
 from secagg.errors import ParameterError
 from secagg.primitives.kdf import derive_key
-from secagg.primitives.prg import prg_accumulate, reduce_mod, word_dtype
+from secagg.primitives.prg import prg_accumulate_many, reduce_mod, word_dtype
 
 
 def pairwise_seed(shared_secret: bytes, *, session_id: bytes, u: int, v: int) -> bytes:
@@ -68,9 +68,9 @@ def mask_in_place(
     pair_seeds: Mapping[int, bytes],
 ) -> np.ndarray:
     """:func:`mask_input` on a word-dtype vector the caller owns (no copy); returns it."""
-    prg_accumulate(acc, self_seed, bits)
-    for peer, seed in pair_seeds.items():
-        prg_accumulate(acc, seed, bits, subtract=pairwise_sign(me, peer) < 0)
+    streams = [(self_seed, False)]
+    streams += [(seed, pairwise_sign(me, peer) < 0) for peer, seed in pair_seeds.items()]
+    prg_accumulate_many(acc, streams, bits)
     return reduce_mod(acc, bits)
 
 
@@ -88,11 +88,12 @@ def remove_masks(
     """
     if total.dtype != word_dtype(bits):
         raise ParameterError("sum has the wrong dtype for these modulus bits")
-    for seed in self_seeds:
-        prg_accumulate(total, seed, bits, subtract=True)
-    for survivor, dropped, seed in orphaned_pairs:
-        # The survivor added σ(survivor, dropped)·PRG; undo exactly that.
-        prg_accumulate(total, seed, bits, subtract=pairwise_sign(survivor, dropped) > 0)
+    streams = [(seed, True) for seed in self_seeds]
+    # The survivor added σ(survivor, dropped)·PRG; undo exactly that.
+    streams += [
+        (seed, pairwise_sign(survivor, dropped) > 0) for survivor, dropped, seed in orphaned_pairs
+    ]
+    prg_accumulate_many(total, streams, bits)
     return reduce_mod(total, bits)
 
 

@@ -49,6 +49,10 @@ class Quantizer:
         return n_clients * per_client
 
 
+#: Values quantised per step: the float temporaries of one chunk stay in L2.
+QUANTIZE_CHUNK = 1 << 15
+
+
 def quantize(
     x: np.ndarray,
     q: Quantizer,
@@ -57,32 +61,47 @@ def quantize(
     rounding: Rounding = "stochastic",
     dtype: np.dtype[np.unsignedinteger] | type[np.unsignedinteger] = np.uint64,
 ) -> np.ndarray:
-    """Float vector → levels in [0, Q−1] as ``dtype``; stochastic rounding needs ``rng``."""
+    """Float vector → levels in [0, Q−1] as ``dtype``; stochastic rounding needs ``rng``.
+
+    Stochastic rounding rounds up with probability equal to the fractional
+    part (to within 2^-32), drawing one 32-bit word per value in order, so a
+    seeded source gives the same levels however the work is chunked.
+    """
     x = np.asarray(x, dtype=np.float64)
     if not np.isfinite(np.sum(x)) and not np.isfinite(x).all():  # one cheap pass when finite
         raise ParameterError("input contains NaN or infinity")
     if q.levels - 1 > np.iinfo(dtype).max:
         raise ParameterError(f"{q.levels} levels do not fit {np.dtype(dtype)}")
-    scaled = np.clip(x, -q.clip, q.clip)
-    scaled += q.clip  # ≥ 0 exactly, so floor() below is never negative
-    scaled *= (q.levels - 1) / (2.0 * q.clip)
-    if rounding == "nearest":
-        scaled += 0.5
-        levels = np.floor(scaled)
-    elif rounding == "stochastic":
-        if rng is None:
-            raise ParameterError("stochastic rounding needs an rng")
-        levels = np.floor(scaled)
-        scaled -= levels  # the fractional part, in [0, 1)
-        scaled *= 4294967296.0
-        # Round up with probability frac (to within 2^-32): one 32-bit word per value.
-        coin = np.frombuffer(rng.random_bytes(4 * scaled.size), dtype="<u4").reshape(scaled.shape)
-        levels += coin < scaled
-    else:
+    if rounding not in ("nearest", "stochastic"):
         raise ParameterError(f"unknown rounding {rounding!r}")
-    np.minimum(levels, q.levels - 1, out=levels)  # the float rounding at the top edge
-    result: np.ndarray = levels.astype(dtype)
-    return result
+    if rounding == "stochastic" and rng is None:
+        raise ParameterError("stochastic rounding needs an rng")
+    flat = x.reshape(-1)
+    out = np.empty(flat.size, dtype=dtype)
+    size = min(QUANTIZE_CHUNK, flat.size)
+    scaled, levels = np.empty(size), np.empty(size)
+    up = np.empty(size, dtype=bool)
+    scale = (q.levels - 1) / (2.0 * q.clip)
+    for start in range(0, flat.size, QUANTIZE_CHUNK):
+        stop = min(start + QUANTIZE_CHUNK, flat.size)
+        s, lv = scaled[: stop - start], levels[: stop - start]
+        np.clip(flat[start:stop], -q.clip, q.clip, out=s)
+        s += q.clip  # ≥ 0 exactly, so floor() below is never negative
+        s *= scale
+        if rounding == "nearest":
+            s += 0.5
+            np.floor(s, out=lv)
+        else:
+            assert rng is not None
+            np.floor(s, out=lv)
+            s -= lv  # the fractional part, in [0, 1)
+            s *= 4294967296.0
+            coin = np.frombuffer(rng.random_bytes(4 * s.size), dtype="<u4")
+            np.less(coin, s, out=up[: s.size])
+            lv += up[: s.size]
+        np.minimum(lv, q.levels - 1, out=lv)  # the float rounding at the top edge
+        out[start:stop] = lv
+    return out.reshape(x.shape)
 
 
 def dequantize_sum(total: np.ndarray, q: Quantizer, *, weight_sum: int) -> np.ndarray:

@@ -9,6 +9,7 @@ the aggregate for exact equality.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,10 +26,17 @@ class LocalUpdate:
     weight: int
 
 
+@functools.lru_cache(maxsize=4)
 def target(client: int, dim: int) -> np.ndarray:
-    """Client ``client``'s private optimum (deterministic)."""
+    """Client ``client``'s private optimum (deterministic; cached, read-only).
+
+    Cached so that ``secagg bench round``, which excludes training, does not
+    spend a daemon's time redrawing the same 8 MB each round.
+    """
     rng = DeterministicRandomSource(f"synthetic-target-{client}")
-    return np.frombuffer(rng.random_bytes(8 * dim), "<u8") / 2.0**64 - 0.5
+    out = np.frombuffer(rng.random_bytes(8 * dim), "<u8") / 2.0**64 - 0.5
+    out.setflags(write=False)
+    return out
 
 
 def exact_levels(client: int, round_: int, dim: int, levels: int) -> np.ndarray:

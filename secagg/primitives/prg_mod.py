@@ -16,11 +16,9 @@ Same rule as the 2^k PRG: every seed masks exactly one vector.
 from __future__ import annotations
 
 import numpy as np
-from Crypto.Cipher import AES
-from Crypto.Cipher._mode_ctr import CtrMode
 
 from secagg.errors import ParameterError
-from secagg.primitives.prg import SEED_BYTES
+from secagg.primitives.prg import SEED_BYTES, Keystream
 
 #: Largest modulus: residues fit uint64 with room for one addition before reducing.
 MAX_MODULUS = 1 << 62
@@ -50,15 +48,14 @@ def prg_residues(seed: bytes, length: int, modulus: int) -> np.ndarray:
     everything = limit == 1 << width  # m divides 2^W: no word is rejected
     m = dtype.type(modulus) if modulus < 1 << width else None  # None: m = 2^W, w mod m = w
     accept = limit / float(1 << width)  # > 1/2
-    cipher = _cipher(seed)
+    stream = Keystream(seed)
     out = np.empty(length, dtype=np.uint64)
     filled = 0
     while filled < length:
         want = length - filled
         draw = int(want / accept * 1.001) + 64  # one pass almost always suffices
         words = np.empty(draw, dtype=dtype)
-        zeros = np.zeros(words.nbytes, dtype=np.uint8)  # calloc: lazily zeroed pages
-        cipher.encrypt(zeros.data, output=words.view(np.uint8).data)
+        stream.read_into(words)
         kept = words if everything else words[words < dtype.type(limit)]
         take = kept[:want]
         out[filled : filled + take.size] = take if m is None else np.remainder(take, m)
@@ -89,8 +86,3 @@ def _check_modulus(modulus: int) -> None:
         raise ParameterError("modulus must be an integer")
     if not 2 <= modulus <= MAX_MODULUS:
         raise ParameterError(f"modulus must be in [2, 2^62], got {modulus}")
-
-
-def _cipher(seed: bytes) -> CtrMode:
-    """AES-256-CTR keyed by the seed, counter block from zero (the 2^k PRG's stream)."""
-    return AES.new(seed, AES.MODE_CTR, nonce=b"", initial_value=0)

@@ -10,10 +10,12 @@ from hypothesis import strategies as st
 
 from secagg.errors import ParameterError
 from secagg.primitives.prg import (
-    CHUNK_WORDS,
+    CHUNK_BYTES,
+    Keystream,
     keystream,
     modulus_mask,
     prg_accumulate,
+    prg_accumulate_many,
     prg_words,
     reduce_mod,
     word_dtype,
@@ -57,6 +59,33 @@ def test_prg_words_is_the_aes_ctr_keystream(seed: bytes, length: int, bits: int)
 def test_keystream_is_raw_aes_ctr(seed: bytes, nbytes: int) -> None:
     cipher = AES.new(seed, AES.MODE_CTR, nonce=b"", initial_value=0)
     assert keystream(seed, nbytes) == cipher.encrypt(bytes(nbytes))
+
+
+@given(seed=seeds, pieces=st.lists(st.integers(0, 70), max_size=8))
+def test_keystream_read_in_pieces_is_aes_ctr(seed: bytes, pieces: list[int]) -> None:
+    """ECB over counter blocks, read in pieces that split blocks, equals MODE_CTR."""
+    stream = Keystream(seed)
+    got = b""
+    for size in pieces:
+        out = np.empty(size, dtype=np.uint8)
+        stream.read_into(out)
+        got += out.tobytes()
+    cipher = AES.new(seed, AES.MODE_CTR, nonce=b"", initial_value=0)
+    assert got == cipher.encrypt(bytes(sum(pieces)))
+
+
+def test_keystream_across_many_counter_buffers() -> None:
+    """Past the 2^14-block buffer and a 2^16 block boundary the counter still matches CTR."""
+    seed = bytes(range(32))
+    out = np.empty(16 * ((1 << 16) + 5) + 3, dtype=np.uint8)
+    Keystream(seed).read_into(out)
+    cipher = AES.new(seed, AES.MODE_CTR, nonce=b"", initial_value=0)
+    assert out.tobytes() == cipher.encrypt(bytes(out.size))
+
+
+def test_keystream_refuses_non_contiguous_output() -> None:
+    with pytest.raises(ParameterError, match="contiguous"):
+        Keystream(bytes(32)).read_into(np.empty((4, 4), dtype=np.uint32)[:, 0])
 
 
 @given(seed=seeds, short=st.integers(0, 100), long=st.integers(0, 100), bits=bit_widths)
@@ -150,12 +179,34 @@ def test_accumulate_adds_and_subtracts_the_stream(
 def test_accumulate_across_chunks(bits: int) -> None:
     """Chunked accumulation equals the one-shot stream past the chunk boundary."""
     seed = bytes(range(1, 33))
-    length = 2 * CHUNK_WORDS + 5
+    length = 2 * CHUNK_BYTES // word_dtype(bits).itemsize + 5
     acc = np.zeros(length, dtype=word_dtype(bits))
     prg_accumulate(acc, seed, bits)
     assert np.array_equal(reduce_mod(acc, bits), prg_words(seed, length, bits))
     prg_accumulate(acc, seed, bits, subtract=True)
     assert not reduce_mod(acc, bits).any()
+
+
+@given(
+    seeds_=st.lists(st.tuples(seeds, st.booleans()), max_size=5),
+    length=st.integers(0, 300),
+    bits=bit_widths,
+)
+def test_accumulate_many_equals_one_seed_at_a_time(
+    seeds_: list[tuple[bytes, bool]], length: int, bits: int
+) -> None:
+    start = prg_words(bytes(range(32)), length, bits)
+    together, apart = start.copy(), start.copy()
+    prg_accumulate_many(together, seeds_, bits)
+    for seed, subtract in seeds_:
+        prg_accumulate(apart, seed, bits, subtract=subtract)
+    assert np.array_equal(reduce_mod(together, bits), reduce_mod(apart, bits))
+    expected = [int(v) for v in start]
+    for seed, subtract in seeds_:
+        stream = reference_words(seed, length, bits)
+        sign = -1 if subtract else 1
+        expected = [(e + sign * w) % (1 << bits) for e, w in zip(expected, stream, strict=True)]
+    assert [int(v) for v in together] == expected
 
 
 def test_accumulate_refuses_wrong_accumulators() -> None:
