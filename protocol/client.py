@@ -305,6 +305,8 @@ class ClientMachine:
             # Only neighbours' keys are ever used; a forged key elsewhere changes
             # the session id for everyone it is shown to, so masks would not cancel.
             for peer in holders:
+                if peer == self.client_id:  # its own keys were compared byte for byte above
+                    continue
                 k = self._keys[peer]
                 public = self._roster.get(peer)
                 if public is None:

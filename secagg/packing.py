@@ -4,17 +4,23 @@ Layout: value i occupies bits [i·k, (i+1)·k) of a little-endian bit stream
 (least significant bit first). Unused bits of the last byte must be zero, so
 every vector has exactly one encoding and a parser can reject anything else.
 
-Vectorised: values are processed in groups of 64, which fill exactly k
-64-bit words; a loop over the 64 positions does whole-array shifts.
+Vectorised: values are processed in groups of G = 64 / gcd(k, 64), the
+fewest that fill whole 64-bit words (G·k/64 of them: 16 values in 5 words
+for k = 20); a loop over the G positions does whole-array shifts.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from secagg.errors import ParameterError
 
-_GROUP = 64
+
+def _group(bits: int) -> int:
+    """Values per group: the fewest whose k-bit fields fill whole 64-bit words."""
+    return 64 // math.gcd(bits, 64)
 
 
 def packed_size(length: int, bits: int) -> int:
@@ -41,18 +47,23 @@ def pack(values: np.ndarray, bits: int) -> bytes:
         raise ParameterError(f"values must be below 2^{bits}")
     if v.dtype.kind == "i":
         v = v.astype(np.uint64)
-    groups = -(-v.size // _GROUP)
+    group = _group(bits)
+    groups = -(-v.size // group)
     # Transpose in the input's own width (half the bytes for uint32), widen row by row.
-    padded = np.zeros(groups * _GROUP, dtype=v.dtype)
+    padded = np.zeros(groups * group, dtype=v.dtype)
     padded[: v.size] = v
-    cols = np.ascontiguousarray(padded.reshape(groups, _GROUP).T)
-    words = np.zeros((bits, groups), dtype=np.uint64)
-    for j in range(_GROUP):
+    cols = np.ascontiguousarray(padded.reshape(groups, group).T)
+    words = np.zeros((group * bits // 64, groups), dtype=np.uint64)
+    col = np.empty(groups, dtype=np.uint64)
+    shifted = np.empty(groups, dtype=np.uint64)
+    for j in range(group):
         w, s = divmod(j * bits, 64)
-        col = cols[j].astype(np.uint64)
-        words[w] |= col << np.uint64(s)
+        col[:] = cols[j]
+        np.left_shift(col, np.uint64(s), out=shifted)
+        words[w] |= shifted
         if s + bits > 64:
-            words[w + 1] |= col >> np.uint64(64 - s)
+            np.right_shift(col, np.uint64(64 - s), out=shifted)
+            words[w + 1] |= shifted
     raw = np.ascontiguousarray(words.T, dtype="<u8").view(np.uint8).reshape(-1)
     return raw[: packed_size(v.size, bits)].tobytes()
 
@@ -71,16 +82,21 @@ def unpack(data: bytes, length: int, bits: int) -> np.ndarray:
     used = length * bits % 8
     if used and data[-1] >> used:
         raise ParameterError("non-zero padding bits in packed vector")
-    groups = -(-length // _GROUP)
-    buf = np.zeros(groups * bits * 8, dtype=np.uint8)
+    group = _group(bits)
+    groups = -(-length // group)
+    width = group * bits // 64
+    buf = np.zeros(groups * width * 8, dtype=np.uint8)
     buf[: len(data)] = np.frombuffer(data, dtype=np.uint8)
-    words = np.ascontiguousarray(buf.view("<u8").reshape(groups, bits).T)
-    cols = np.empty((_GROUP, groups), dtype=np.uint64)
+    words = np.ascontiguousarray(buf.view("<u8").reshape(groups, width).T)
+    cols = np.empty((group, groups), dtype=np.uint64)
     mask = np.uint64((1 << bits) - 1)
-    for j in range(_GROUP):
+    high = np.empty(groups, dtype=np.uint64)
+    for j in range(group):
         w, s = divmod(j * bits, 64)
-        col = words[w] >> np.uint64(s)
+        col = cols[j]
+        np.right_shift(words[w], np.uint64(s), out=col)
         if s + bits > 64:
-            col |= words[w + 1] << np.uint64(64 - s)
-        cols[j] = col & mask
+            np.left_shift(words[w + 1], np.uint64(64 - s), out=high)
+            col |= high
+        col &= mask
     return np.ascontiguousarray(cols.T).reshape(-1)[:length]
