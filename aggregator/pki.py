@@ -462,6 +462,82 @@ def init_pki(
     return PkiPaths(out, staged.client_ids)
 
 
+def add_client(pki_dir: Path, client_id: int, *, days: int = 365, name: str = "") -> PkiPaths:
+    """Enrol ``client_id`` in an existing PKI: certificate, signing key, re-signed roster.
+
+    Needs the consortium's ``ca.key`` and ``roster.key``. The client's files
+    are staged in a private temporary directory and renamed into place, and
+    the roster is replaced atomically, so a failure leaves the PKI as it was.
+    Hosts read the roster at start-up: restart the aggregator and the
+    daemons after distributing the new ``roster.json``.
+    """
+    paths = PkiPaths(Path(pki_dir))
+    _check_client_id(client_id)
+    _validity(days, None, None)
+    ca = load_ca(paths.root)
+    roster_key = load_signing_key(paths.roster_key)
+    roster = load_roster(paths.root)
+    if client_id in roster:
+        raise ParameterError(f"client {client_id} is already enrolled in {paths.roster}")
+    files = paths.client(client_id)
+    if files.dir.exists():
+        raise ParameterError(f"{files.dir} already exists; remove it or choose another id")
+    if roster_key.public != read_hex_file(paths.roster_public, PUBLIC_BYTES):
+        raise ParameterError(f"{paths.roster_key} does not match {paths.roster_public}")
+    files.dir.parent.mkdir(mode=0o700, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{client_id}.", suffix=".tmp", dir=files.dir.parent))
+    try:
+        staged = ClientPaths(
+            tmp, tmp / files.cert.name, tmp / files.key.name, tmp / files.signing_key.name
+        )
+        cert, key = issue_client_cert(ca, client_id, days=days)
+        signing = SigningKey(SystemRandomSource().random_bytes(SEED_BYTES))
+        _write_public(staged.cert, cert_pem(cert))
+        write_private(staged.key, key_pem(key))
+        write_private(staged.signing_key, signing.seed.hex().encode() + b"\n")
+        entry = RosterEntry(
+            client_id, name or f"client-{client_id}", signing.public, cert_sha256(cert)
+        )
+        os.replace(tmp, files.dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _replace_public(paths.roster, roster_document([*roster.entries.values(), entry], roster_key))
+    return PkiPaths(paths.root, (*roster.ids(), client_id))
+
+
+def remove_client(pki_dir: Path, client_id: int) -> PkiPaths:
+    """Take ``client_id`` off the roster (re-signed): the aggregator then refuses it.
+
+    Its certificate still chains to the CA, but the roster no longer binds
+    it, so after a restart the aggregator answers PERMISSION_DENIED and the
+    other daemons no longer accept its signatures. Its files are left for
+    the operator to archive or shred.
+    """
+    paths = PkiPaths(Path(pki_dir))
+    roster_key = load_signing_key(paths.roster_key)
+    roster = load_roster(paths.root)
+    if client_id not in roster:
+        raise ParameterError(f"client {client_id} is not enrolled in {paths.roster}")
+    if len(roster) == 1:
+        raise ParameterError("cannot remove the last enrolled client")
+    kept = [e for cid, e in roster.entries.items() if cid != client_id]
+    _replace_public(paths.roster, roster_document(kept, roster_key))
+    return PkiPaths(paths.root, tuple(sorted(e.id for e in kept)))
+
+
+def _replace_public(path: Path, data: bytes) -> None:
+    """Write ``path`` (mode 0644) via a temporary sibling and an atomic rename."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.write(fd, data)
+        os.fchmod(fd, 0o644)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(name, path)
+
+
 def _check_target(out: Path, force: bool) -> None:
     if not out.exists() and not out.is_symlink():
         return
