@@ -390,6 +390,43 @@ def _client_init_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pki_add(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from aggregator.pki import add_client
+
+    paths = add_client(Path(args.pki_dir), args.client, days=args.days, name=args.name)
+    files = paths.client(args.client)
+    if args.json:
+        _print_json(
+            {"client": args.client, "roster_ids": list(paths.client_ids)}
+            | {
+                "cert": str(files.cert),
+                "key": str(files.key),
+                "signing_key": str(files.signing_key),
+            }
+        )
+    else:
+        print(f"client {args.client} enrolled: {files.dir}/ (client.pem, client.key, signing.key)")
+        print(f"roster re-signed ({len(paths.client_ids)} clients): {paths.roster}")
+        print("restart the aggregator and the daemons with the new roster.json")
+    return 0
+
+
+def _pki_remove(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from aggregator.pki import remove_client
+
+    paths = remove_client(Path(args.pki_dir), args.client)
+    if args.json:
+        _print_json({"removed": args.client, "roster_ids": list(paths.client_ids)})
+    else:
+        print(f"client {args.client} removed; roster re-signed ({len(paths.client_ids)} clients)")
+        print("restart the aggregator and the daemons with the new roster.json")
+    return 0
+
+
 def _pki_init(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -877,6 +914,22 @@ def build_parser() -> argparse.ArgumentParser:
     pki_init.add_argument("--force", action="store_true", help="replace an existing PKI dir")
     pki_init.add_argument("--json", action="store_true", help="print the paths as JSON")
     pki_init.set_defaults(func=_pki_init)
+    pki_add = pki_sub.add_parser(
+        "add", help="enrol one more client: certificate, signing key, re-signed roster"
+    )
+    pki_add.add_argument("--pki-dir", required=True, help="a directory made by pki init")
+    pki_add.add_argument("--client", type=int, required=True, help="the new client's id")
+    pki_add.add_argument("--name", default="", help="display name (default client-<id>)")
+    pki_add.add_argument("--days", type=int, default=365, help="certificate validity")
+    pki_add.add_argument("--json", action="store_true", help="print the paths as JSON")
+    pki_add.set_defaults(func=_pki_add)
+    pki_remove = pki_sub.add_parser(
+        "remove", help="take a client off the roster (re-signed); its files are kept"
+    )
+    pki_remove.add_argument("--pki-dir", required=True, help="a directory made by pki init")
+    pki_remove.add_argument("--client", type=int, required=True, help="the client's id")
+    pki_remove.add_argument("--json", action="store_true", help="print the roster ids as JSON")
+    pki_remove.set_defaults(func=_pki_remove)
     ev = sub.add_parser("eval", help="face verification of a saved backbone checkpoint")
     ev.add_argument("--checkpoint", required=True, help="backbone checkpoint (torch.save'd dict)")
     ev.add_argument("--data", help="dataset spec (folder, .npz, orl, synthetic:I:N): all pairs")
