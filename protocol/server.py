@@ -229,6 +229,8 @@ class ServerMachine:
     def _receive(self, client: int, msg: ClientMessage, payload: PayloadSource | None) -> None:
         if self.phase is ServerPhase.ABORTED:
             raise RoundAborted(f"round {self.config.round} was aborted: {self.abort_reason}")
+        if self._earlier_repeat(client, msg, payload):
+            return  # its ack was lost (e.g. a restart) after it closed its phase: a no-op
         if self.phase is ServerPhase.COMPLETED:
             raise WrongPhase(f"round {self.config.round} is completed")
         check_sender(self.config, self.excluded, client, msg)
@@ -259,6 +261,25 @@ class ServerMachine:
             raise
         record.accepted[client] = _stored(msg)
         record.digests[client] = digest
+
+    def _earlier_repeat(
+        self, client: int, msg: ClientMessage, payload: PayloadSource | None
+    ) -> bool:
+        """Whether ``msg`` is byte-identical to one this client had accepted in a closed phase.
+
+        The last message of a phase closes it; if its acknowledgement is lost,
+        the client's identical retry arrives in the next phase. Only an exact
+        repeat qualifies: anything else is still refused as late or conflicting.
+        """
+        for phase, kind in _EXPECTED.items():
+            if phase is self.phase or not isinstance(msg, kind):
+                continue
+            stored = self._phases[phase].digests.get(client)
+            if stored is None:
+                return False
+            digest = _masked_digest(payload.sha256) if payload is not None else _digest(msg)
+            return stored == digest
+        return False
 
     def advance(self) -> Outgoing:
         """Close the current phase: non-responders drop out; returns the next requests."""

@@ -10,6 +10,8 @@ has both its self-mask share and its key share released (by anyone).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -191,6 +193,33 @@ def _oracle_strip_pairwise(
         )
         prg_accumulate(acc, seed, bits, subtract=pairwise_sign(late, v) > 0)
     return reduce_mod(acc, bits)
+
+
+@pytest.mark.parametrize("closing", [ServerPhase.SHARE, ServerPhase.MASKED, ServerPhase.UNMASK])
+def test_identical_retry_after_its_phase_closed_is_a_no_op(closing: ServerPhase) -> None:
+    """The closing message's ack was lost (aggregator restart): its exact retry is harmless.
+
+    A changed message for the closed phase is still refused, and the round stays exact.
+    """
+    config = small_config(4, dim=10)
+    h = Harness(config, seed="retry")
+    h.run_until(closing)
+    replies = h.deliver_down()
+    assert not h.deliver_up(replies)
+    last = max(replies)
+    (sent,) = replies[last]
+    h.advance()  # the phase closed with every answer in
+    before = (h.server.phase, h.server.accepted_count(), dict(h.server.excluded))
+    sum_before = h.server._sum.copy() if h.server._sum is not None else None
+    assert h.send(last, sent) is None  # identical: accepted as a repeat, nothing changes
+    assert (h.server.phase, h.server.accepted_count(), dict(h.server.excluded)) == before
+    if sum_before is not None:
+        assert np.array_equal(h.server._sum, sum_before)
+    if not isinstance(sent, MaskedInput):  # a different message for the closed phase
+        other = replies[min(replies)][0]
+        assert isinstance(h.send(last, dataclasses.replace(other, client=last)), WrongPhase)
+    h.run()
+    h.assert_exact(config.clients)
 
 
 @pytest.mark.parametrize("profile", ["active", "semi-honest"])

@@ -331,10 +331,20 @@ def test_messages_for_another_phase_change_nothing() -> None:
     )
     _rejects(h, 2, UnmaskShares(2, h.config.round, (), ()), WrongPhase, "FAILED_PRECONDITION")
     past = next(s.msg for s in h.up if s.client == 2 and isinstance(s.msg, AdvertiseKeys))
-    _rejects(h, 2, past, WrongPhase, "FAILED_PRECONDITION")
+    altered = dataclasses.replace(past, c_public=past.s_public)
+    _rejects(h, 2, altered, WrongPhase, "FAILED_PRECONDITION")
+    before = _snapshot(h)
+    assert h.send(2, past) is None  # its exact copy: a retry whose ack was lost, a no-op
+    assert _snapshot(h) == before
     h.deliver_up(replies)
     h.advance()
-    _rejects(h, 2, share_keys, WrongPhase, "FAILED_PRECONDITION")  # a retry after the deadline
+    before = _snapshot(h)
+    assert h.send(2, share_keys) is None  # its exact retry after the phase closed: a no-op
+    assert _snapshot(h) == before
+    other = replies[3][0]
+    assert isinstance(other, ShareKeys)
+    late = dataclasses.replace(other, client=2)  # not what 2 had sent: still refused
+    _rejects(h, 2, late, WrongPhase, "FAILED_PRECONDITION")
     _finish(h)
     h.assert_exact(h.config.clients)
 
