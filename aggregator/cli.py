@@ -585,6 +585,15 @@ def _status(args: argparse.Namespace) -> int:
     for r in status["history"][-5:]:
         outcome = "completed" if r["completed"] else f"aborted: {r['abort_reason']}"
         print(f"  round {r['round']} (epoch {r['epoch']}): {outcome}, survivors {r['survivors']}")
+    kept = status.get("retention")
+    if kept:
+        print(
+            f"retained: bodies of {kept['rounds_with_bodies']} rounds "
+            f"(keep_rounds {kept['keep_rounds']}), checkpoints {kept['checkpoints']} "
+            f"(keep_checkpoints {kept['keep_checkpoints']}); state "
+            f"{(kept['database_bytes'] + kept['checkpoint_bytes']) / 1e6:.1f} MB, "
+            f"{kept['bytes_pruned'] / 1e6:.1f} MB of bodies pruned"
+        )
     return 0
 
 
@@ -787,7 +796,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rounds", type=int, default=5)
     demo.add_argument("--mode", choices=("secagg", "secagg+", "plain"), default="secagg")
     demo.add_argument(
-        "--algorithm", default="fedavg", help="fedavg (other methods: `secagg experiment`)"
+        "--algorithm",
+        default="fedavg",
+        help="fedavg, projector, fedface, fedgc or privacyface over the daemons "
+        "(fedgc-reference: `secagg experiment` only)",
     )
     demo.add_argument(
         "--trainer",

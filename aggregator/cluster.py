@@ -67,13 +67,18 @@ class LocalCluster:
         client: dict[str, Any] | None = None,
         *,
         faults: dict[int, str] | None = None,
+        spare_identities: int = 0,
     ) -> None:
-        """PKI, then the aggregator (``[aggregator]`` settings), then every client."""
+        """PKI, then the aggregator (``[aggregator]`` settings), then every client.
+
+        ``spare_identities`` enrols that many more clients (ids after the
+        daemons') whom no daemon runs, e.g. for a test's misbehaving client.
+        """
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
         init_pki(
             self.run_dir / "pki",
-            clients=self.clients,
+            clients=self.clients + spare_identities,
             server_names=["localhost", "127.0.0.1"],
             days=1,
         )

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from aggregator import he_rounds
+from aggregator.method_state import MethodRounds
 from aggregator.operator import Metrics
 from aggregator.ratelimit import RateLimited
 from aggregator.settings import AggregatorSettings
@@ -39,7 +40,7 @@ from aggregator.spool import SpooledPayload
 from aggregator.store import Store, StoreError
 from protocol.config import RoundConfig
 from protocol.dp_round import round_colluders, round_plan
-from protocol.errors import ProtocolError, UnknownClient, WrongPhase
+from protocol.errors import AuthenticationFailed, ProtocolError, UnknownClient, WrongPhase
 from protocol.faults import fault_point
 from protocol.he_messages import (
     AnyClientMessage,
@@ -47,10 +48,12 @@ from protocol.he_messages import (
     HEConfig,
     HEJoin,
     HEKeyDelivery,
+    HEStart,
     HEUpload,
 )
 from protocol.he_model import sum_digest
-from protocol.messages import MaskedInput
+from protocol.messages import MaskedInput, RoundStart
+from protocol.method_messages import ClusterRelease, lineage_digest, model_digest
 from protocol.plain import PlainServer
 from protocol.server import ServerMachine
 from protocol.simulation import make_config
@@ -95,6 +98,8 @@ def model_hash(model: np.ndarray) -> bytes:
 
 def _deliver(machine: Machine, client: int, msg: AnyClientMessage) -> None:
     """Hand a message to the running round's machine; HE messages fit HE rounds only."""
+    if isinstance(msg, ClusterRelease):  # the host keeps a method's releases, not the machine
+        raise WrongPhase("a cluster release is not a protocol message")
     if isinstance(machine, ServerMachine | PlainServer):
         if isinstance(msg, HEJoin | HEKeyDelivery | HEUpload):
             raise WrongPhase(f"{type(msg).__name__} belongs to an HE round; this one is not")
@@ -124,6 +129,7 @@ class RoundRecord:
     phase_seconds: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
     bytes_received: int = 0
+    method_releases: int = 0  # DP cluster releases of the attempt (fedgc, privacyface)
 
 
 class Coordinator:
@@ -154,6 +160,10 @@ class Coordinator:
         self.he: he_rounds.HEState | None = None
         if settings.mode == "ckks":
             self.he = he_rounds.HEState(0, model_hash(self.model), None)
+        #: A face-FL method's extras, releases and next state (None: plain FedAvg).
+        self.methods: MethodRounds | None = None
+        if settings.method != "fedavg":
+            self.methods = MethodRounds(settings, store.path.parent)
         self.finished = False
         self.history: deque[RoundRecord] = deque(maxlen=HISTORY)  # bounded: soak runs
         self._outbox: dict[int, list[AnyServerMessage]] = {}
@@ -186,6 +196,8 @@ class Coordinator:
                 self.model = model.astype(np.float32)
             self.epoch = self.store.last_epoch()
             self.finished = self.round >= self.settings.rounds
+            if self.methods is not None:
+                self.methods.load(self.round)
             attempt = self.store.running_attempt()
             if attempt is None:
                 return
@@ -196,7 +208,7 @@ class Coordinator:
                 config = self._decode_config(attempt.config)
             except Exception as exc:
                 raise StoreError(f"stored config of epoch {attempt.epoch} is unreadable") from exc
-            self._replay(attempt.epoch, config)
+            self._replay(attempt.epoch, config, started=attempt.started)
 
     def _decode_config(self, raw: bytes) -> RoundConfig | HEConfig:
         if self.he is not None:
@@ -218,12 +230,19 @@ class Coordinator:
         roster = {c: self.roster[c] for c in config.clients} if config.profile == "active" else {}
         return ServerMachine(config, roster=roster)
 
-    def _replay(self, epoch: int, config: RoundConfig | HEConfig) -> None:
+    def _replay(self, epoch: int, config: RoundConfig | HEConfig, *, started: float) -> None:
         self.epoch = epoch
         machine = self._machine_for(config)
         self.machine = machine
         self._outbox = {c: [] for c in config.clients}
         self._nonces = {}
+        # The round's wall time runs from its first start, across the restart.
+        self._round_started = started
+        self._phase_seconds = {}
+        self._phase_started = started
+        self._bytes_in = 0
+        if self.methods is not None:
+            self.methods.begin_attempt()
         self._send(machine.start())
         last = self._clock()
         advanced = False
@@ -231,12 +250,21 @@ class Coordinator:
             last = event.at
             if event.kind == "message":
                 assert event.body is not None and event.client is not None
-                _deliver(machine, event.client, codec.parse_any_client_message(event.body))
+                msg = codec.parse_any_client_message(event.body)
+                if isinstance(msg, ClusterRelease):
+                    assert self.methods is not None
+                    self.methods.accept(event.client, msg, machine.config.clients)
+                else:
+                    _deliver(machine, event.client, msg)
+                if event.nonce is not None:  # a replay after the restart is still refused
+                    self._nonces.setdefault(event.client, set()).add(event.nonce)
             elif event.kind == "exclude":
                 assert event.client is not None
                 machine.exclude(event.client, event.note or "excluded")
             elif event.kind == "advance":
                 advanced = True
+                self._phase_seconds[machine.phase.value] = event.at - self._phase_started
+                self._phase_started = event.at
                 self._send(machine.advance())
             elif event.kind == "abort":
                 self._send(machine.abort(event.note or "aborted"))
@@ -279,14 +307,52 @@ class Coordinator:
         its nonce unused in that attempt, else WrongPhase and nothing changes.
 
         Raises a ProtocolError on rejection (after logging any exclusion it caused).
+        A method's cluster release goes to :meth:`_submit_release` instead.
         """
+        if isinstance(msg, ClusterRelease):
+            self._submit_release(client, msg, session, nonce)
+            return
 
         def log() -> int:
             body = codec.client_to_proto(msg).SerializeToString()
-            self.store.log(self.epoch, "message", at=self._clock(), client=client, body=body)
+            self.store.log(
+                self.epoch, "message", at=self._clock(), client=client, body=body, nonce=nonce
+            )
             return len(body)
 
         self._accept(client, msg.round, session, nonce, lambda m: _deliver(m, client, msg), log)
+
+    def _submit_release(
+        self, client: int, msg: ClusterRelease, session: bytes | None, nonce: bytes | None
+    ) -> None:
+        """Keep a DP cluster release of the running attempt (validated; committed first)."""
+        self._known(client)
+        with self._cond:
+            self._last_seen[client] = self._clock()
+            machine = self.machine
+            if self.methods is None:
+                raise WrongPhase("this aggregator runs FedAvg: it takes no cluster releases")
+            if machine is None or msg.round != self.round or _over(machine):
+                raise WrongPhase(f"no round {msg.round} is running (current round {self.round})")
+            if msg.client != client:
+                raise AuthenticationFailed(f"client {client} sent a release for {msg.client}")
+            if session is not None:
+                self._fresh(client, machine.config.nonce, session, nonce or b"")
+            if client in machine.excluded:
+                raise UnknownClient(f"client {client} is excluded from this round")
+            outcome = "rejected"
+            try:
+                new = self.methods.accept(client, msg, machine.config.clients)
+                outcome = "accepted" if new else "repeated"
+            finally:
+                self.metrics.messages.labels(outcome).inc()
+            if new:
+                body = codec.client_to_proto(msg).SerializeToString()
+                self.store.log(
+                    self.epoch, "message", at=self._clock(), client=client, body=body, nonce=nonce
+                )
+                self._bytes_in += len(body)
+                self.metrics.bytes_received.inc(len(body))
 
     def submit_masked(
         self,
@@ -320,6 +386,7 @@ class Coordinator:
                 client=client,
                 header=header,
                 source=payload,
+                nonce=nonce,
             )
             return len(header) + payload.length
 
@@ -469,6 +536,8 @@ class Coordinator:
         self.epoch += 1
         self.store.begin_attempt(self.epoch, self.round, self._encode_config(config), now)
         self.machine = self._machine_for(config)
+        if self.methods is not None:
+            self.methods.begin_attempt()
         self._outbox = {c: [] for c in config.clients}
         self._nonces = {}
         self._phase_seconds = {}
@@ -488,26 +557,29 @@ class Coordinator:
             return he_rounds.make_config(
                 round_=self.round,
                 clients=cohort,
-                dim=s.dim,
+                dim=s.vector_dim,  # the model, then a method's extras (FedFace's S_k/n_k)
                 clip=s.clip,
                 max_weight=s.max_weight,
                 learning_rate=s.learning_rate,
                 nonce=self._rng.random_bytes(32),
-                lineage=self.he.lineage,
+                lineage=lineage_digest(  # bound to the state the HEStart carries
+                    self.he.lineage, self.methods.state if self.methods is not None else None
+                ),
             )
         # make_config holds the defaults (safe threshold, minimal modulus); this round
         # differs only in its cohort, its fresh nonce and the model it announces.
         levels, clip, max_weight = s.levels, s.clip, s.max_weight
+        dim = s.vector_dim  # the model, then a method's extras (FedFace's S_k/n_k)
         if s.dp_noise_multiplier > 0:  # the quantiser the DP plan fixes (protocol/dp_round.py)
             threshold = make_config(
                 clients=len(cohort),
-                dim=s.dim,
+                dim=dim,
                 threshold=s.threshold or None,
                 degree=s.degree or None,
                 profile=s.profile,
             ).threshold
             plan = round_plan(
-                dim=s.dim,
+                dim=dim,
                 clients=len(cohort),
                 threshold=threshold,
                 l2_clip=s.dp_clip,
@@ -519,7 +591,7 @@ class Coordinator:
             levels, clip, max_weight = plan.levels, plan.quantizer_clip, 1
         base = make_config(
             clients=len(cohort),
-            dim=s.dim,
+            dim=dim,
             threshold=s.threshold or None,
             degree=s.degree or None,
             profile=s.profile,
@@ -533,8 +605,13 @@ class Coordinator:
             clients=cohort,
             degree=s.degree or None,
             nonce=self._rng.random_bytes(32),
-            model_hash=model_hash(self.model),
+            model_hash=self._model_hash(),
         )
+
+    def _model_hash(self) -> bytes:
+        """The model's hash, bound to the method state the RoundStart carries (if any)."""
+        state = self.methods.state if self.methods is not None else None
+        return model_digest(self.model.astype("<f4").tobytes(), state)
 
     def _advance(self, now: float) -> None:
         machine = self.machine
@@ -548,6 +625,8 @@ class Coordinator:
 
     def _send(self, outgoing: Sequence[tuple[int, AnyServerMessage]]) -> None:
         for client, msg in outgoing:
+            if self.methods is not None and isinstance(msg, RoundStart | HEStart):  # bound
+                msg = dataclasses.replace(msg, state=self.methods.state)
             self._outbox.setdefault(client, []).append(msg)
 
     def _finish_round(self) -> None:
@@ -572,6 +651,7 @@ class Coordinator:
             phase_seconds=dict(self._phase_seconds),
             wall_s=self._clock() - self._round_started,
             bytes_received=self._bytes_in,
+            method_releases=len(self.methods.releases) if self.methods is not None else 0,
         )
         self._observe(record)
         self.machine = None
@@ -579,7 +659,13 @@ class Coordinator:
         if result is not None:
             if result.weight_sum > 0:
                 update = result.weighted_mean()
+                if self.methods is not None:  # θ's step; S and the releases: the next state
+                    update = self.methods.finish(self.round, update, result.weight_sum)
                 self.model = (self.model + self.settings.learning_rate * update).astype(np.float32)
+            elif self.methods is not None:
+                self.methods.finish(self.round, np.zeros(self.settings.vector_dim), 0)
+            if self.methods is not None:
+                self.methods.save()  # before the checkpoint: a restart serves the same state
             self.round += 1
             self.store.save_checkpoint(self.round, self.model)
             self.store.finish_attempt(self.epoch, "completed")
@@ -589,6 +675,8 @@ class Coordinator:
             self.store.finish_attempt(self.epoch, "aborted")
             log.warning("round %d aborted: %s", self.round, machine.abort_reason)
         self._publish(record)
+        if record.completed:  # after the round's commit: retention (aggregator/store.py)
+            self.store.prune(self.round, at=self._clock())
 
     def _observe(self, record: RoundRecord) -> None:
         """Keep the record for `secagg status` and count it in the metrics."""
@@ -627,11 +715,15 @@ class Coordinator:
             phase_seconds=dict(self._phase_seconds),
             wall_s=self._clock() - self._round_started,
             bytes_received=self._bytes_in,
+            method_releases=len(self.methods.releases) if self.methods is not None else 0,
         )
         self._observe(record)
         self.machine = None
         self._waiting_since = self._clock()
         if blobs is not None:
+            if self.methods is not None:  # the releases go with the next HEStart
+                self.methods.finish_he(self.round)
+                self.methods.save()  # before the round's commit, as in masked rounds
             self.he = self.he.after(self.round, blobs, machine.contributors)
             he_rounds.save_state(self.store.path.parent, self.he)  # the commit of the round
             self.round = self.he.round
@@ -642,6 +734,8 @@ class Coordinator:
             self.store.finish_attempt(self.epoch, "aborted")
             log.warning("HE round %d aborted: %s", self.round, machine.abort_reason)
         self._publish(record)
+        if record.completed:  # after the round's commit: retention (aggregator/store.py)
+            self.store.prune(self.round, at=self._clock())
 
     def status(self) -> dict[str, Any]:
         """A machine-readable snapshot for operators."""
@@ -653,6 +747,7 @@ class Coordinator:
                 "rounds": self.settings.rounds,
                 "profile": self.settings.profile,
                 "mode": self.settings.mode,
+                "method": self.settings.method,
                 "epoch": self.epoch,
                 "phase": self.machine.phase.value if self.machine else "waiting",
                 "finished": self.finished,

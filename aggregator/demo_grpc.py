@@ -34,7 +34,8 @@ from secagg.errors import ParameterError
 from secagg.quantization import Quantizer, required_modulus_bits
 
 MODES = ("secagg", "secagg+", "plain")
-ALGORITHMS = ("fedavg",)  # the other methods run in `secagg experiment` (in memory) for now
+#: The face-FL methods the daemons run (fedgc-reference: `secagg experiment` only).
+ALGORITHMS = ("fedavg", "projector", "fedface", "fedgc", "privacyface")
 TRAINERS = ("face", "synthetic")
 LEVELS = 1 << 16
 CLIP = 1.0
@@ -68,10 +69,12 @@ class DemoOptions:
         if self.algorithm not in ALGORITHMS:
             raise ParameterError(
                 f"--algorithm {self.algorithm!r} runs in `secagg experiment` (in memory); "
-                f"the daemons run {ALGORITHMS} so far"
+                f"the daemons run {ALGORITHMS}"
             )
         if self.trainer not in TRAINERS:
             raise ParameterError(f"--trainer must be one of {TRAINERS}")
+        if self.algorithm != "fedavg" and self.trainer != "face":
+            raise ParameterError(f"--algorithm {self.algorithm} needs --trainer face")
         if self.clients < 3 or self.rounds < 1:
             raise ParameterError("the demo needs at least 3 clients and 1 round")
 
@@ -135,6 +138,8 @@ def face_settings(options: DemoOptions) -> Any:
         seed=options.seed,
         device="auto",
         threads=1,  # the daemons share this machine's cores
+        method=options.algorithm,
+        dplc_releases=2 * options.rounds,  # room for retried attempts (each one releases)
     )
 
 
@@ -168,6 +173,7 @@ def _setup(options: DemoOptions, run_dir: Path) -> tuple[dict[str, Any], dict[st
         "clip": CLIP,
         "levels": LEVELS,
         "operator_listen": f"127.0.0.1:{_free_port()}",
+        "keep_checkpoints": 0,  # the parity check reads every round's model at the end
     }
     client: dict[str, Any] = {
         "colluders": 0,
@@ -184,6 +190,8 @@ def _setup(options: DemoOptions, run_dir: Path) -> tuple[dict[str, Any], dict[st
             "dim": int(theta.size),
             "initial_model": "initial_model.npy",
             "max_weight": max(_shard_sizes(options)),
+            "method": options.algorithm,
+            "embedding_dim": settings.embedding_dim,
         }
         client |= {"trainer": "face", "training": asdict(settings)}
     else:
@@ -433,7 +441,7 @@ def _parity(run_dir: Path, records: list[dict[str, Any]], views: list[RoundView]
         for c in record["survivors"]:
             folder = run_dir / "clients" / str(c) / "updates"
             w = int((folder / f"weight-{r:06d}.txt").read_text())
-            total += w * np.load(folder / f"update-{r:06d}.npy")
+            total += w * np.load(folder / f"update-{r:06d}.npy")[: model.size]  # θ's part
             weight += w
         error = float(np.max(np.abs((model - before) - total / weight)))
         # One quantisation level (Σ w·err / Σ w), plus the float32 rounding of the stored model.

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from aggregator.distributed_dp import DistributedDp, DpOptions
+from aggregator.method_state import server_step
 from aggregator.methods import HEAD_M, HEAD_S, METHODS, MethodSettings, private_projector
 from clients.training.data import (
     FaceDataset,
@@ -454,8 +455,10 @@ def run_experiment(
         if cfg.mode != "plain" or ddp is not None:  # the same step in the clear (without DP)
             unflatten_into(backbone, spec, theta + agg.plain_mean[: spec.size])
             shadow = float(evaluate(backbone, test, pairs, device)["accuracy_mean"])
-        theta = theta + agg.mean[: spec.size]  # the server step, for every method and mode
-        extra = method.after_round(agg.mean[spec.size :] * sum(weights.values()), heads, r)
+        # The server step, for every method and mode (the gRPC coordinator calls it too).
+        step, extra_sum = server_step(agg.mean, spec.size, sum(weights.values()))
+        theta = theta + step
+        extra = method.after_round(extra_sum, heads, r)
         extra["bytes_clear_per_client"] = method.clear_bytes(heads)
         if ddp is not None:
             extra.update(ddp.last)

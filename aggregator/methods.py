@@ -11,6 +11,10 @@ labelled reference mode, hands the class embeddings to a trusted server.
 Hook order in a round: ``objective`` (per client, before local training) →
 ``upload_extra`` and ``release`` (per client, after it) → aggregation and
 the server step → ``after_round`` (with the securely summed extras).
+
+A thin layer: every client-side computation lives in
+:mod:`clients.training.methods`, which the gRPC daemons run too
+(docs/client-daemon.md); here it is only scheduled for K in-memory clients.
 """
 
 from __future__ import annotations
@@ -23,27 +27,38 @@ import numpy as np
 import torch
 
 from clients.training import fedgc
-from clients.training.fedface import second_moment, spreadout_steps
-from clients.training.heads import fedface_positive_loss
-from clients.training.privacyface import (
-    Clusters,
-    DplcConfig,
-    DplcRelease,
-    cluster_logits,
-    clusters_of,
-    consensus_loss,
-    dplc_release,
-    public_hyperplanes,
-    sigma_for_budget,
-    simhash_buckets,
-    zcdp_epsilon,
+from clients.training.methods import (
+    HEAD_M,
+    HEAD_S,
+    DplcLedger,
+    Objective,
+    centre_fidelity,
+    cluster_tensors,
+    dplc_config,
+    fedface_extra,
+    fedface_objective,
+    fedface_spreadout,
+    fedgc_correct,
+    privacyface_negatives,
+    privacyface_objective,
+    private_projector,
+    projected,
+    projector_objective,
+    release_planes,
+    rows_of,
 )
+from clients.training.privacyface import Clusters, zcdp_epsilon
 
-Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-#: Private head settings shared by every method (CosFace, methods.md §1.2 for few classes).
-HEAD_S = 30.0
-HEAD_M = 0.35
+__all__ = [
+    "HEAD_M",
+    "HEAD_S",
+    "METHODS",
+    "Method",
+    "MethodSettings",
+    "centre_fidelity",
+    "private_projector",
+    "rows_of",
+]
 
 
 @dataclass(frozen=True)
@@ -59,26 +74,6 @@ class MethodSettings:
     dplc_bits: int = 3
     dplc_clusters: int = 4
     fedgc_lambda: float = 1.0
-
-
-def rows_of(head: torch.nn.Module) -> torch.Tensor:
-    """A margin head's class embeddings (classes, d)."""
-    weight = head.weight
-    assert isinstance(weight, torch.Tensor)
-    return weight
-
-
-def private_projector(dim: int, *, seed: int) -> torch.Tensor:
-    """A client's private random orthogonal map (Ding et al.; methods.md §7).
-
-    Never uploaded: the server sees only the shared backbone's update, so it
-    cannot run the model forward as the client did. Orthogonal, so cosine
-    geometry (what verification uses) is the same for every client.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    q, r = torch.linalg.qr(torch.randn(dim, dim, generator=generator))
-    haar: torch.Tensor = q * torch.sign(torch.diagonal(r))  # Haar-distributed orthogonal
-    return haar
 
 
 class Method:
@@ -136,21 +131,17 @@ class Projector(Method):
         super().__init__(settings)
         self._maps: dict[int, torch.Tensor] = {}
 
-    def _map(self, client: int, device: torch.device) -> torch.Tensor:
+    def _map(self, client: int) -> torch.Tensor:
         if client not in self._maps:
             seed = self.settings.seed * 7919 + client
             self._maps[client] = private_projector(self.settings.embedding_dim, seed=seed)
-        return self._maps[client].to(device)
+        return self._maps[client]
 
     def features(self, client: int, feats: torch.Tensor) -> torch.Tensor:
-        return feats @ self._map(client, feats.device).T
+        return projected(feats, self._map(client))
 
     def objective(self, client: int, head: torch.nn.Module) -> Objective | None:
-        device = rows_of(head).device
-        projector = self._map(client, device)
-        return lambda emb, y: torch.nn.functional.cross_entropy(
-            head(emb @ projector.T, y).float(), y
-        )
+        return projector_objective(head, self._map(client))
 
 
 class FedFace(Method):
@@ -163,41 +154,17 @@ class FedFace(Method):
         return self.settings.embedding_dim**2
 
     def objective(self, client: int, head: torch.nn.Module) -> Objective | None:
-        rows = rows_of(head).detach()
-        return lambda emb, y: fedface_positive_loss(emb, y, rows)
+        return fedface_objective(head)
 
     def upload_extra(self, client: int, head: torch.nn.Module, weight: int) -> np.ndarray:
-        # |entries of S_k / n_k| ≤ |C_k| / n_k ≤ 1, inside the clip; weight n_k restores S_k.
-        moment: np.ndarray = second_moment(rows_of(head)).cpu().numpy().reshape(-1) / weight
-        return moment
+        return fedface_extra(head, weight)
 
     def after_round(
         self, extra_sum: np.ndarray, heads: dict[int, torch.nn.Module], round_: int
     ) -> dict[str, Any]:
-        d = self.settings.embedding_dim
-        moment = torch.from_numpy(extra_sum).float().reshape(d, d)
         for head in heads.values():  # each client spreads its own rows out against S
-            rows = rows_of(head)
-            new_rows = spreadout_steps(rows.detach().cpu(), moment)
-            with torch.no_grad():
-                rows.copy_(new_rows.to(rows.device))
+            fedface_spreadout(head, extra_sum)
         return {}
-
-
-def centre_fidelity(rows: np.ndarray, planes: np.ndarray, release: DplcRelease) -> float | None:
-    """Mean cosine between each released centre and its bucket's exact (noise-free) mean.
-
-    Uses the private rows, so it exists only in this simulation's report; near 0
-    means the released clusters are noise (methods.md §4.4, utility check).
-    """
-    if release.buckets.size == 0:
-        return None
-    unit = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
-    buckets = simhash_buckets(unit, planes)
-    exact = np.stack([unit[buckets == b].sum(axis=0) for b in release.buckets])
-    noisy = release.noisy_sums
-    norms = np.linalg.norm(exact, axis=1) * np.linalg.norm(noisy, axis=1)
-    return float(np.mean((exact * noisy).sum(axis=1) / np.maximum(norms, 1e-12)))
 
 
 class _DplcReleases(Method):
@@ -205,48 +172,50 @@ class _DplcReleases(Method):
 
     def __init__(self, settings: MethodSettings) -> None:
         super().__init__(settings)
-        sigma = sigma_for_budget(
-            settings.dplc_epsilon, settings.dplc_delta, releases=settings.rounds
-        )
-        self.dplc = DplcConfig(
-            sigma_count=sigma,
-            sigma_sum=sigma,
+        self.dplc = dplc_config(
+            settings.dplc_epsilon,
+            settings.dplc_delta,
+            releases=settings.rounds,
             bits=settings.dplc_bits,
             clusters=settings.dplc_clusters,
         )
         self.released: dict[int, Clusters] = {}  # forwarded by the server: what clients see
         self._pending: dict[int, Clusters] = {}  # released this round, forwarded after it
-        self._rho: dict[int, float] = {}
-        self._noise: dict[int, np.random.Generator] = {}
+        self._ledgers: dict[int, DplcLedger] = {}
         self._fidelity: dict[int, float | None] = {}
 
     def release(self, client: int, head: torch.nn.Module, round_: int) -> None:
-        if client not in self._noise:  # the client's private randomness (seeded to repeat runs)
-            self._noise[client] = np.random.default_rng([self.settings.seed, client, 0xD71C])
-        planes = public_hyperplanes(
-            self.dplc.bits, self.settings.embedding_dim, seed=self.settings.seed * 1000 + round_
+        if client not in self._ledgers:  # the client's private randomness (seeded to repeat runs)
+            self._ledgers[client] = DplcLedger(
+                self.dplc,
+                self.settings.dplc_delta,
+                budget=self.settings.rounds,
+                noise=np.random.default_rng([self.settings.seed, client, 0xD71C]),
+            )
+        ledger = self._ledgers[client]
+        planes = release_planes(
+            self.settings.seed, round_, self.dplc.bits, self.settings.embedding_dim
         )
         rows = rows_of(head).detach().cpu().double().numpy()
-        release = dplc_release(rows, self.dplc, planes, self._noise[client])
-        self._pending[client] = clusters_of(release, self.dplc)
-        self._rho[client] = self._rho.get(client, 0.0) + self.dplc.rho
-        self._fidelity[client] = centre_fidelity(rows, planes, release)
+        self._pending[client] = ledger.release(rows, planes)
+        assert ledger.last is not None
+        self._fidelity[client] = centre_fidelity(rows, planes, ledger.last)
 
     def forward(self) -> None:
         """The server forwards this round's releases to everyone (clients train in parallel)."""
         self.released.update(self._pending)
         self._pending = {}
 
-    def others(self, client: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-        """Centres, radii and sizes released by every other client, as tensors."""
-        union = Clusters.union(
+    def others_clusters(self, client: int) -> Clusters:
+        """Every other client's released clusters, together."""
+        return Clusters.union(
             [c for k, c in sorted(self.released.items()) if k != client],
             self.settings.embedding_dim,
         )
-        return tuple(
-            torch.from_numpy(a).float().to(device)
-            for a in (union.centers, union.radii, union.sizes)
-        )
+
+    def others(self, client: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """Centres, radii and sizes released by every other client, as tensors."""
+        return cluster_tensors(self.others_clusters(client), device)
 
     def ledger(self) -> dict[str, Any]:
         """ε per client (cumulative over rounds) and of one release, at the DPLC δ."""
@@ -254,7 +223,7 @@ class _DplcReleases(Method):
         return {
             "dplc_sigma": self.dplc.sigma_count,
             "dplc_epsilon_round": zcdp_epsilon(self.dplc.rho, delta),
-            "dplc_epsilon": {str(k): zcdp_epsilon(rho, delta) for k, rho in self._rho.items()},
+            "dplc_epsilon": {str(k): led.epsilon for k, led in self._ledgers.items()},
             "dplc_delta": delta,
             "clusters_released": {str(k): len(c) for k, c in self.released.items()},
             # Simulation-only diagnostic (never sent): cos(released centre, exact bucket mean).
@@ -278,19 +247,12 @@ class PrivacyFace(_DplcReleases):
     )
 
     def objective(self, client: int, head: torch.nn.Module) -> Objective | None:
-        rows = rows_of(head)
-        centers, radii, sizes = self.others(client, rows.device)
-        return lambda emb, y: consensus_loss(
-            emb, y, rows, centers, radii, sizes, s=HEAD_S, m=HEAD_M
-        )
+        return privacyface_objective(head, self.others_clusters(client))
 
     def extra_negatives(
         self, client: int, device: torch.device
     ) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        centers, radii, sizes = self.others(client, device)
-        if centers.shape[0] == 0:
-            return None
-        return lambda emb: cluster_logits(emb, centers, radii, sizes, s=HEAD_S)
+        return privacyface_negatives(self.others_clusters(client), device)
 
     def after_round(
         self, extra_sum: np.ndarray, heads: dict[int, torch.nn.Module], round_: int
@@ -314,11 +276,7 @@ class FedGC(_DplcReleases):
         self.forward()
         step = self.settings.fedgc_lambda * self.settings.lr
         for client, head in heads.items():
-            rows = rows_of(head)
-            centers, _, sizes = self.others(client, rows.device)
-            moved = fedgc.client_correction(rows, centers, sizes, s_r=HEAD_S, step=step)
-            with torch.no_grad():
-                rows.copy_(moved.to(rows.device))
+            fedgc_correct(head, self.others_clusters(client), step=step)
         return self.ledger()
 
 

@@ -1,15 +1,20 @@
 """Build and run the aggregator: gRPC server, health service, driver thread, shutdown.
 
 mTLS is required unless the settings say ``insecure = true`` (development
-only, refused otherwise). SIGTERM: health goes NOT_SERVING at once, in-flight
-calls get a grace period, new ones get UNAVAILABLE, and the process exits 0.
+only, refused otherwise, and refused on a non-loopback address unless
+``allow_insecure_remote`` forces it). After recovery the store's retention
+is applied once (finishing a prune a crash interrupted). SIGTERM: health
+goes NOT_SERVING at once, in-flight calls get a grace period, new ones get
+UNAVAILABLE, and the process exits 0.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
@@ -17,6 +22,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from prometheus_client import Gauge
 
 from aggregator import spool
 from aggregator.coordinator import Coordinator
@@ -24,7 +30,7 @@ from aggregator.operator import OperatorServer
 from aggregator.ratelimit import Admission, Limits
 from aggregator.servicer import AggregatorServicer, certificate_identity, insecure_identity
 from aggregator.settings import AggregatorSettings
-from aggregator.store import Store
+from aggregator.store import Retention, Store
 from protocol.faults import fault_point
 from protocol.roster import Roster
 from secagg.errors import ParameterError
@@ -33,6 +39,25 @@ from secagg_pb.v1 import secagg_pb2_grpc as pb_grpc
 log = logging.getLogger("secagg.aggregator")
 SERVICE = "secagg.v1.Aggregator"
 MAX_MESSAGE = 16 * 1024 * 1024
+M_ARENA_MAX = -8  # glibc <malloc.h>
+
+
+def limit_malloc_arenas(count: int) -> bool:
+    """Cap glibc's malloc arenas for this whole process; False where that is not glibc.
+
+    Without a cap each thread that meets contention gets an arena of its own
+    (up to 8 per core), and arenas keep the freed upload chunks and slices
+    their threads allocated: RSS then grows with the number of gRPC workers a
+    burst of calls has woken, not with the work (settings.malloc_arenas).
+    """
+    if count <= 0:
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(M_ARENA_MAX, count))
 
 
 def _roster(settings: AggregatorSettings, clients: int | None) -> Roster | dict[int, bytes]:
@@ -50,17 +75,27 @@ class AggregatorServer:
 
     def __init__(self, settings: AggregatorSettings, *, clients: int | None = None) -> None:
         self.settings = settings
+        limit_malloc_arenas(settings.malloc_arenas)  # first: before worker threads allocate
+        if settings.insecure and not settings.allow_insecure_remote:
+            from aggregator import tls  # before any state is touched or port bound
+
+            tls.check_server_security(
+                True, None, options=[("grpc.so_reuseport", 0)], address=settings.listen
+            )
         roster = _roster(settings, clients)
         keys = roster.signing_keys() if isinstance(roster, Roster) else roster
         self.store = Store(
-            Path(settings.state_dir) / "state.sqlite", synchronous=settings.synchronous
+            Path(settings.state_dir) / "state.sqlite",
+            synchronous=settings.synchronous,
+            retention=Retention(settings.keep_rounds, settings.keep_checkpoints),
         )
         self.coordinator = Coordinator(settings, keys, self.store)
+        self._retention_metrics()
         self.operator: OperatorServer | None = None
         if settings.operator_listen:
             host, _, port = settings.operator_listen.rpartition(":")
             self.operator = OperatorServer(
-                self.coordinator.metrics, self.coordinator.status, host=host, port=int(port)
+                self.coordinator.metrics, self.status, host=host, port=int(port)
             )
         identify: Callable[[grpc.ServicerContext, int], int] = insecure_identity
         if settings.insecure:
@@ -81,11 +116,13 @@ class AggregatorServer:
             options=options,
             maximum_concurrent_rpcs=settings.max_workers * 2,
         )
-        max_payload = (settings.dim + 1) * 8 + 1024
+        max_payload = (settings.vector_dim + 1) * 8 + 1024
         limits = Limits(
             rate=settings.rate_limit_per_s,
             burst=settings.rate_limit_burst,
             max_inflight=settings.max_inflight_per_client,
+            bytes_rate=settings.upload_bytes_per_s,
+            bytes_burst=2 * max_payload,  # two of the largest uploads at once
         )
         spool_dir = Path(settings.state_dir) / "spool"
         spool.clear(spool_dir)  # uploads a crash interrupted were never acknowledged
@@ -112,6 +149,29 @@ class AggregatorServer:
         self._stop = threading.Event()
         self._driver = threading.Thread(target=self._drive, name="round-driver", daemon=True)
 
+    def status(self) -> dict[str, Any]:
+        """The coordinator's status plus what the state directory retains (`secagg status`)."""
+        return {**self.coordinator.status(), "retention": self.store.retained()}
+
+    def _retention_metrics(self) -> None:
+        """Gauges read at scrape time: state size on disk, rounds whose bodies are kept."""
+        registry = self.coordinator.metrics.registry
+
+        def state_bytes() -> float:
+            kept = self.store.retained()
+            return float(kept["database_bytes"] + kept["checkpoint_bytes"])
+
+        Gauge(
+            "secagg_state_bytes",
+            "Bytes of state.sqlite, its WAL and the checkpoint files",
+            registry=registry,
+        ).set_function(state_bytes)
+        Gauge(
+            "secagg_retained_rounds",
+            "Rounds whose message bodies the event log still holds",
+            registry=registry,
+        ).set_function(lambda: float(self.store.retained()["rounds_with_bodies"]))
+
     def _drive(self) -> None:
         while not self._stop.is_set():
             try:
@@ -136,6 +196,7 @@ class AggregatorServer:
             )
         fault_point("during_recovery")
         self.coordinator.recover()
+        self.store.prune(self.coordinator.round, at=time.time())
         self.servicer.ready.set()
         self._driver.start()
         for name in (SERVICE, ""):

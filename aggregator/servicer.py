@@ -8,7 +8,9 @@ INTERNAL with a generic text, never UNKNOWN.
 
 Every call is admitted per identity (:mod:`aggregator.ratelimit`) right after
 the caller is identified and checked against the roster, and before it
-touches any round state.
+touches any round state; an Upload is also charged its declared length
+against the caller's byte budget once its signature is checked, before
+anything is spooled.
 
 State-changing requests (Submit, Upload) must carry a request signature
 (:mod:`protocol.request_auth`) by the caller's roster key whenever the roster
@@ -161,6 +163,8 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
                 )
                 if auth is not None and first.upload_id != auth.nonce.hex():
                     raise AuthenticationFailed("a signed upload's id must be its signed nonce")
+                if first.total_length <= self.max_payload:  # a larger one is refused below
+                    self.admission.charge_bytes(client, first.total_length)  # before spooling
                 with SpooledPayload(self.spool_dir) as payload:
                     self._receive(first, chunks, payload, signed=auth is not None)
                     if auth is None:

@@ -5,10 +5,20 @@ the global model, hashes it (the machine aborts if the hash differs from the
 announced config, so a server cannot show this client another model), runs
 the training hook and fixes the input, once; every later server message goes
 straight to the machine, and whatever it returns goes back to the server.
+
+A face-FL method (docs/client-daemon.md) rides on the same round: the
+RoundStart names it and carries its state, which the model hash binds; the
+daemon refuses a round of another method, hands the state to the trainer
+before training, and sends the trainer's DP cluster release, if any, right
+after it (request-signed like every Submit). In ckks rounds the HEStart
+carries the state instead, bound into the announced lineage, and FedFace's
+S is the one this client recovered from its last decrypted sum
+(:mod:`clients.he_daemon`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -27,6 +37,7 @@ from protocol.config import ClientPolicy
 from protocol.faults import fault_point
 from protocol.he_messages import HEStart
 from protocol.messages import MaskedInput, RoundStart, UnmaskRequest
+from protocol.method_messages import ClusterRelease, model_digest
 from protocol.plain import PlainClient
 from secagg.errors import ParameterError, SecAggError
 from secagg.primitives.signing import SigningKey
@@ -45,6 +56,10 @@ RoundReport = Callable[[dict[str, object]], None]
 def model_hash(model_bytes: bytes) -> bytes:
     """Same construction as the aggregator's (sha256 over a label and the float32 bytes)."""
     return hashlib.sha256(b"secagg/v1/model\x00" + model_bytes).digest()
+
+
+#: What a trainer's ``last`` may add to this client's own metrics file (never sent).
+LOCAL_FIGURES = ("method", "dplc_releases", "dplc_epsilon", "dplc_epsilon_round", "dplc_delta")
 
 
 @dataclass
@@ -73,8 +88,11 @@ class Daemon:
         on_round: RoundReport | None = None,
         dump_dir: Path | None = None,
         dp: ClientDp | None = None,
+        method: str = "fedavg",
     ) -> None:
         self.client_id = client_id
+        #: The face-FL method this client runs; rounds of another are refused.
+        self.method = method
         self.transport = transport
         self.trainer = trainer
         self.signing_key = signing_key
@@ -166,6 +184,12 @@ class Daemon:
     def _start_round(self, msg: RoundStart) -> None:
         config = msg.config
         self._round = config.round
+        theirs = msg.state.method if msg.state is not None else "fedavg"
+        if theirs != self.method:
+            raise ParameterError(
+                f"the aggregator runs method {theirs!r}, this client is configured for "
+                f"{self.method!r} ([client.training] method): not joining"
+            )
         machine: ClientMachine | PlainClient
         if config.profile == "plain":
             machine = PlainClient(self.client_id, policy=self.policy)
@@ -184,11 +208,16 @@ class Daemon:
         raw = self.transport.model(config.round)
         self._times["network_s"] += time.perf_counter() - start
         model = np.frombuffer(raw, dtype="<f4")
+        receive = getattr(self.trainer, "receive", None)
+        if msg.state is not None and receive is not None:
+            receive(msg.state)
         start = time.perf_counter()
         update = self.trainer(model.copy(), config.round)
         self._times["train_s"] += time.perf_counter() - start
         self._info = dict(getattr(self.trainer, "last", None) or {})
-        digest = model_hash(raw)
+        digest = model_digest(raw, msg.state)  # binds the state the trainer used
+        if update.release is not None and not self._send_release(update.release):
+            return
         start = time.perf_counter()
         if self.dp is not None:
             if not isinstance(machine, ClientMachine) or update.vector is None:
@@ -205,10 +234,25 @@ class Daemon:
         self._machine = machine
 
     def _start_he_round(self, msg: HEStart) -> None:
-        """Train on this client's own model (θ₀ from the aggregator the first time)."""
+        """Train on this client's own model (θ₀ from the aggregator the first time).
+
+        A method's state comes with the HEStart (bound into the announced
+        lineage); FedFace's S is this client's own, from the last sum it applied.
+        """
         from clients.he_daemon import HERound, LocalModel
 
         self._round = msg.config.round
+        state = msg.state
+        theirs = state.method if state is not None else "fedavg"
+        if theirs != self.method:
+            raise ParameterError(
+                f"the aggregator runs method {theirs!r}, this client is configured for "
+                f"{self.method!r} ([client.training] method): not joining"
+            )
+        if state is not None and state.moment:
+            raise ParameterError("in ckks rounds S comes from the sum this client decrypts")
+        if self.dp is not None:  # never train and upload without the noise this client plans
+            raise ParameterError("distributed DP runs in masked rounds only, not in ckks rounds")
         self._times = dict.fromkeys(self._times, 0.0)
         self._bytes_up = 0
         if self._he_local is None:
@@ -218,10 +262,17 @@ class Daemon:
         local = self._he_local
         update = None
         if HERound.current(local, msg):  # a model that is behind is not trained on
+            receive = getattr(self.trainer, "receive", None)
+            if state is not None and receive is not None:
+                if local.moment:  # FedFace: S recovered from the last sum this client applied
+                    state = dataclasses.replace(state, moment=local.moment)
+                receive(state)
             start = time.perf_counter()
             update = self.trainer(local.model.copy(), msg.config.round)
             self._times["train_s"] += time.perf_counter() - start
             self._info = dict(getattr(self.trainer, "last", None) or {})
+            if update.release is not None and not self._send_release(update.release):
+                return
         start = time.perf_counter()
         self._machine = HERound(
             self.client_id,
@@ -234,6 +285,18 @@ class Daemon:
             dump_dir=self._dump_dir,
         )
         self._times["crypto_s"] += time.perf_counter() - start
+
+    def _send_release(self, release: ClusterRelease) -> bool:
+        """Send a DP release (already charged to this client's ledger); False: refused."""
+        start = time.perf_counter()
+        try:
+            self.transport.send(release)
+        except grpc.RpcError as exc:
+            self._abandon(f"release refused: {exc.code()}: {exc.details()}")
+            return False
+        self._times["network_s"] += time.perf_counter() - start
+        self._bytes_up += _wire_size(release)
+        return True
 
     def _report(self) -> None:
         """Hand this round's local figures to ``on_round`` (they stay on the client)."""
@@ -248,6 +311,7 @@ class Daemon:
         loss = self._info.get("loss")
         if isinstance(loss, int | float):
             record["loss"] = float(loss)
+        record |= {k: self._info[k] for k in LOCAL_FIGURES if k in self._info}
         if self.dp is not None and self.dp.plan is not None and self._survivors:
             entry = self.dp.record(self._survivors)
             record |= {

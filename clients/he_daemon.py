@@ -9,6 +9,14 @@ the model, which every member of the session must share), and when the
 encrypted sum arrives it decrypts the weighted mean and takes the step
 θ ← θ + η·mean itself (:mod:`protocol.he_model`).
 
+A face-FL method rides on the same round. The HEStart carries its state
+(the releases of the last round), bound into the announced hash
+(:func:`protocol.method_messages.lineage_digest`), which the client
+recomputes from its own lineage. FedFace's S never passes the aggregator:
+the client encrypts [Δθ, S_k/n_k], steps θ with the first part of the
+decrypted mean and recovers S = Σ_k S_k from the rest times the decrypted
+weight sum (Σ n_k), kept in :attr:`LocalModel.moment` for its next round.
+
 A client whose model is not the announced one (it missed a round, or
 restarted and lost its copy) tells the aggregator with a ClientAbort and
 sits the round out; the aggregator leaves it out of later cohorts.
@@ -35,6 +43,7 @@ from protocol.he_messages import (
 )
 from protocol.he_model import apply_mean, model_sha256, next_lineage, sum_digest
 from protocol.messages import ClientAbort, ServerAbort
+from protocol.method_messages import lineage_digest
 from secagg.errors import ParameterError
 from secagg.primitives.signing import SigningKey
 from secagg.rng import RandomSource
@@ -49,6 +58,8 @@ class LocalModel:
 
     model: np.ndarray  # float32
     lineage: bytes
+    #: FedFace: S = Σ_k S_k recovered from the last sum applied (float32 bytes; else empty).
+    moment: bytes = b""
 
     @classmethod
     def initial(cls, raw: bytes) -> LocalModel:
@@ -81,6 +92,8 @@ class HERound:
         self.client_id = client_id
         self.config: HEConfig = start.config
         self.local = local
+        #: What this client expects the config to announce: its lineage, bound to the state.
+        self.expected = lineage_digest(local.lineage, start.state)
         self.mean: np.ndarray | None = None
         self._dump_dir = dump_dir
         self._server_aborted = False
@@ -90,14 +103,14 @@ class HERound:
             self.machine.set_input(
                 update.vector,
                 weight=update.weight,
-                model_hash=local.lineage,
+                model_hash=self.expected,
                 model_sha256=model_sha256(local.model),
             )
 
     @staticmethod
     def current(local: LocalModel, start: HEStart) -> bool:
-        """Whether this client's model is the one the round announces (else: no training)."""
-        return local.lineage == start.config.model_hash
+        """Whether the round announces this client's model and the state it carries."""
+        return lineage_digest(local.lineage, start.state) == start.config.model_hash
 
     @property
     def phase(self) -> HEPhase:
@@ -111,10 +124,11 @@ class HERound:
 
     def handle(self, msg: HEServerMessage) -> list[AnyClientMessage]:
         """One server message in, replies out; a client-side abort is told to the server."""
-        if isinstance(msg, HEStart) and msg.config.model_hash != self.local.lineage:
+        if isinstance(msg, HEStart) and msg.config.model_hash != self.expected:
             log.warning(
-                "client %d: round %d announces another model lineage: this client's model "
-                "is behind (it missed a round) and sits the round out",
+                "client %d: round %d announces another model lineage or method state: this "
+                "client's model is behind (it missed a round), or it was shown another state; "
+                "it sits the round out",
                 self.client_id,
                 self.config.round,
             )
@@ -139,7 +153,13 @@ class HERound:
         mean = self.machine.result
         assert mean is not None
         self.mean = mean
-        self.local.model = apply_mean(self.local.model, mean, self.config.learning_rate)
+        theta = self.local.model.size
+        assert mean.size >= theta  # the machine took an input of config.dim ≥ θ's size
+        self.local.model = apply_mean(self.local.model, mean[:theta], self.config.learning_rate)
+        weight_sum = self.machine.weight_sum
+        assert weight_sum is not None
+        extra = mean[theta:] * weight_sum  # Σ_k n_k·(S_k/n_k) = S, as the SecAgg server does
+        self.local.moment = extra.astype("<f4").tobytes() if extra.size else b""
         self.local.lineage = next_lineage(
             self.local.lineage, self.config.round, sum_digest(msg.blobs)
         )

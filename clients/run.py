@@ -13,8 +13,10 @@ from clients.settings import ClientSettings
 from clients.training.synthetic import LocalUpdate, SyntheticTrainer
 from clients.transport import Transport, client_credentials, open_channel
 from protocol.config import ClientPolicy
+from protocol.method_messages import MethodState
 from protocol.roster import parse_roster
 from secagg.primitives.signing import SigningKey
+from secagg_pb import codec
 
 if TYPE_CHECKING:
     from clients.dp import ClientDp
@@ -40,10 +42,11 @@ def run_client(settings: ClientSettings) -> DaemonStats:
         colluders=None if settings.colluders < 0 else settings.colluders,
         allow_plain=settings.allow_plain,
     )
+    trainer = make_trainer(settings)
     daemon = Daemon(
         settings.id,
         Transport(channel, settings.id, signing_key=signing),  # signs requests (T28)
-        make_trainer(settings),
+        trainer,
         signing_key=signing,
         roster=roster,
         policy=policy,
@@ -51,6 +54,7 @@ def run_client(settings: ClientSettings) -> DaemonStats:
         on_round=_metrics_writer(settings.metrics_file),
         dump_dir=Path(settings.dump_updates_dir) if settings.dump_updates_dir else None,
         dp=_client_dp(settings),
+        method=str(getattr(trainer, "method", "fedavg")),  # face trainer: [client.training]
     )
     try:
         return daemon.run()
@@ -73,7 +77,12 @@ def make_trainer(settings: ClientSettings) -> Trainer:
 
 
 class _Dumping:
-    """Writes each plaintext update to the client's own disk (debugging, demo parity)."""
+    """Writes each plaintext update to the client's own disk (debugging, demo parity).
+
+    With a face-FL method it also writes the method state each round started
+    from (``state-R.bin``) and the DP release it sent (``release-R.bin``), as
+    their wire encodings.
+    """
 
     def __init__(self, inner: Trainer, folder: Path) -> None:
         self.inner = inner
@@ -84,11 +93,25 @@ class _Dumping:
     def last(self) -> object:
         return getattr(self.inner, "last", None)
 
+    @property
+    def method(self) -> str:
+        return str(getattr(self.inner, "method", "fedavg"))
+
+    def receive(self, state: MethodState) -> None:
+        receive = getattr(self.inner, "receive", None)
+        if receive is not None:
+            receive(state)
+        raw = codec.method_state_to_proto(state).SerializeToString()
+        (self.folder / f"state-{state.round:06d}.bin").write_bytes(raw)
+
     def __call__(self, model: np.ndarray, round_: int) -> LocalUpdate:
         update = self.inner(model, round_)
         if update.vector is not None:
             np.save(self.folder / f"update-{round_:06d}.npy", update.vector)
             (self.folder / f"weight-{round_:06d}.txt").write_text(str(update.weight))
+        if update.release is not None:
+            raw = codec.client_to_proto(update.release).SerializeToString()
+            (self.folder / f"release-{round_:06d}.bin").write_bytes(raw)
         return update
 
 

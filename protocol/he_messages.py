@@ -20,6 +20,7 @@ from protocol.messages import (
     ServerAbort,
     ServerMessage,
 )
+from protocol.method_messages import ClusterRelease, MethodState
 from secagg.encoding import encode
 from secagg.errors import ParameterError
 from secagg.quantization import Quantizer, check_no_wrap
@@ -112,9 +113,14 @@ class HEConfig:
 
 @dataclass(frozen=True, slots=True)
 class HEStart:
-    """Server → clients: the round."""
+    """Server → clients: the round, and a face-FL method's state (None: FedAvg).
+
+    The state is bound into ``config.model_hash``
+    (:func:`protocol.method_messages.lineage_digest`), which clients check.
+    """
 
     config: HEConfig
+    state: MethodState | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,8 +185,9 @@ HEClientMessage = HEJoin | HEKeyDelivery | HEUpload
 HEServerMessage = HEStart | HEKeys | HEKeyBundle | HEResult | RoundComplete | ServerAbort
 #: What the aggregator's HE machine accepts: the HE messages and a client's abort.
 HEInbound = HEClientMessage | ClientAbort
-#: Everything the Submit RPC and Poll carry, SecAgg's messages and these.
-AnyClientMessage = ClientMessage | HEClientMessage
+#: Everything the Submit RPC and Poll carry: SecAgg's messages, these, and a method's
+#: DP release (protocol/method_messages.py), which the host keeps out of the machines.
+AnyClientMessage = ClientMessage | HEClientMessage | ClusterRelease
 AnyServerMessage = ServerMessage | HEServerMessage
 #: For isinstance checks by hosts that route messages without importing the machines.
 HE_CLIENT_TYPES = (HEJoin, HEKeyDelivery, HEUpload)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from protocol.config import RoundConfig
+from protocol.method_messages import MethodState
 
 # ---------------------------------------------------------------- client → server
 
@@ -92,9 +93,15 @@ ClientMessage = (
 
 @dataclass(frozen=True, slots=True)
 class RoundStart:
-    """Announces the round config; the client answers with AdvertiseKeys."""
+    """Announces the round config; the client answers with AdvertiseKeys.
+
+    ``state`` names a face-FL method and carries what it needs from the last
+    round (protocol/method_messages.py); None is plain FedAvg. It is bound
+    into ``config.model_hash``.
+    """
 
     config: RoundConfig
+    state: MethodState | None = None
 
 
 @dataclass(frozen=True, slots=True)

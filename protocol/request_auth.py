@@ -42,6 +42,7 @@ from protocol.messages import (
     ShareKeys,
     UnmaskShares,
 )
+from protocol.method_messages import ClusterRelease
 from secagg.encoding import Field, digest, encode, encode_list
 from secagg.errors import InvalidSignature
 from secagg.primitives.signing import SigningKey, sign, verify
@@ -81,6 +82,8 @@ def phase_of(msg: AnyClientMessage) -> str:
             return "he-keys"
         case HEUpload():
             return "he-upload"
+        case ClusterRelease():
+            return "release"
 
 
 def masked_digest(client: int, round_: int, payload_sha256: bytes) -> bytes:
@@ -120,6 +123,8 @@ def body_digest(msg: AnyClientMessage) -> bytes:
         case HEUpload():
             blobs = hashlib.sha256(encode_list(msg.blobs)).digest()
             return digest("he-upload", msg.client, msg.round, blobs, msg.signature)
+        case ClusterRelease():
+            return digest("release", msg.canonical())
 
 
 def request_fields(

@@ -14,16 +14,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from protocol.method_messages import ClusterRelease
 from secagg.rng import DeterministicRandomSource, uniform_below
 
 
 @dataclass(frozen=True)
 class LocalUpdate:
-    """What local training hands to the protocol: a float update or integer levels."""
+    """What local training hands to the protocol: a float update or integer levels.
+
+    ``release`` is a face-FL method's DP cluster release, the one thing sent in
+    the clear (already charged to the client's ledger); None for most methods.
+    """
 
     vector: np.ndarray | None
     levels: np.ndarray | None
     weight: int
+    release: ClusterRelease | None = None
 
 
 @functools.lru_cache(maxsize=4)

@@ -53,6 +53,7 @@ from protocol.messages import (
     UnmaskRequest,
     UnmaskShares,
 )
+from protocol.method_messages import ClusterRelease, MethodState
 from protocol.request_auth import RequestAuth
 from secagg.errors import ParameterError
 from secagg_pb.v1 import secagg_pb2 as pb
@@ -69,6 +70,8 @@ __all__ = [
     "he_config_from_proto",
     "he_config_to_proto",
     "masked_input_header",
+    "method_state_from_proto",
+    "method_state_to_proto",
     "parse_any_client_message",
     "parse_any_server_message",
     "parse_client_message",
@@ -148,6 +151,8 @@ def client_to_proto(msg: AnyClientMessage) -> pb.ClientMessage:
     try:
         if isinstance(msg, HEJoin | HEKeyDelivery | HEUpload):
             return _he_client_to_proto(msg)
+        if isinstance(msg, ClusterRelease):
+            return pb.ClientMessage(cluster_release=_release_to_proto(msg))
         return _client_to_proto(msg)
     except ValueError as exc:  # protobuf: int out of range, str not encodable as UTF-8
         raise InvalidMessage(f"{type(msg).__name__} does not fit the wire schema: {exc}") from exc
@@ -306,7 +311,8 @@ def server_from_proto(m: pb.ServerMessage) -> ServerMessage:
     """Unwrap the oneof; an empty one, or an invalid round config, is InvalidMessage."""
     match _oneof_value(m):
         case pb.RoundStart() as w:
-            return RoundStart(config=config_from_proto(w.config))
+            state = method_state_from_proto(w.state) if w.HasField("state") else None
+            return RoundStart(config=config_from_proto(w.config), state=state)
         case pb.KeyList() as w:
             return KeyList(keys=tuple(_advertise_from_proto(k) for k in w.keys))
         case pb.ShareBundle() as w:
@@ -344,7 +350,10 @@ def parse_server_message(raw: bytes) -> ServerMessage:
 def _server_to_proto(msg: ServerMessage) -> pb.ServerMessage:
     match msg:
         case RoundStart():
-            return pb.ServerMessage(round_start=pb.RoundStart(config=_config_to_proto(msg.config)))
+            start = pb.RoundStart(config=_config_to_proto(msg.config))
+            if msg.state is not None:
+                start.state.CopyFrom(method_state_to_proto(msg.state))
+            return pb.ServerMessage(round_start=start)
         case KeyList():
             return pb.ServerMessage(
                 key_list=pb.KeyList(keys=[_advertise_to_proto(k) for k in msg.keys])
@@ -474,6 +483,8 @@ def any_client_from_proto(m: pb.ClientMessage) -> AnyClientMessage:
             return HEUpload(
                 client=w.client, round=w.round, blobs=tuple(w.blobs), signature=w.signature
             )
+        case pb.ClusterRelease() as w:
+            return _release_from_proto(w)
     return client_from_proto(m)
 
 
@@ -491,7 +502,8 @@ def any_server_from_proto(m: pb.ServerMessage) -> AnyServerMessage:
     """:func:`server_from_proto`, HE members included."""
     match _oneof_value(m):
         case pb.HEStart() as w:
-            return HEStart(config=he_config_from_proto(w.config))
+            state = method_state_from_proto(w.state) if w.HasField("state") else None
+            return HEStart(config=he_config_from_proto(w.config), state=state)
         case pb.HEKeys() as w:
             return HEKeys(joins=tuple(_he_join_from_proto(j) for j in w.joins))
         case pb.HEKeyBundle() as w:
@@ -583,7 +595,10 @@ def _he_client_to_proto(msg: HEJoin | HEKeyDelivery | HEUpload) -> pb.ClientMess
 def _he_server_to_proto(msg: HEStart | HEKeys | HEKeyBundle | HEResult) -> pb.ServerMessage:
     match msg:
         case HEStart():
-            return pb.ServerMessage(he_start=pb.HEStart(config=_he_config_to_proto(msg.config)))
+            he_start = pb.HEStart(config=_he_config_to_proto(msg.config))
+            if msg.state is not None:
+                he_start.state.CopyFrom(method_state_to_proto(msg.state))
+            return pb.ServerMessage(he_start=he_start)
         case HEKeys():
             return pb.ServerMessage(
                 he_keys=pb.HEKeys(joins=[_he_join_to_proto(j) for j in msg.joins])
@@ -596,3 +611,54 @@ def _he_server_to_proto(msg: HEStart | HEKeys | HEKeyBundle | HEResult) -> pb.Se
             )
         case _:
             assert_never(msg)
+
+
+# ---------------------------------------------------------------- face-FL methods
+
+
+def _release_to_proto(r: ClusterRelease) -> pb.ClusterRelease:
+    return pb.ClusterRelease(
+        client=r.client,
+        round=r.round,
+        dim=r.dim,
+        centers=r.centers,
+        sizes=r.sizes,
+        radii=r.radii,
+    )
+
+
+def _release_from_proto(w: pb.ClusterRelease) -> ClusterRelease:
+    """Decode and validate a DP release: bad shapes, NaN or oversize are InvalidMessage."""
+    try:
+        return ClusterRelease(
+            client=w.client,
+            round=w.round,
+            dim=w.dim,
+            centers=w.centers,
+            sizes=w.sizes,
+            radii=w.radii,
+        )
+    except ParameterError as exc:
+        raise InvalidMessage(f"invalid ClusterRelease: {exc}") from exc
+
+
+def method_state_to_proto(state: MethodState) -> pb.MethodState:
+    """Encode a method state (RoundStart; the aggregator also stores it this way)."""
+    try:
+        return pb.MethodState(
+            method=state.method,
+            round=state.round,
+            moment=state.moment,
+            releases=[_release_to_proto(r) for r in state.releases],
+        )
+    except ValueError as exc:  # protobuf: an int out of range
+        raise InvalidMessage(f"MethodState does not fit the wire schema: {exc}") from exc
+
+
+def method_state_from_proto(m: pb.MethodState) -> MethodState:
+    """Decode and validate a method state; an invalid one is InvalidMessage."""
+    releases = tuple(_release_from_proto(r) for r in m.releases)
+    try:
+        return MethodState(method=m.method, round=m.round, moment=m.moment, releases=releases)
+    except ParameterError as exc:
+        raise InvalidMessage(f"invalid MethodState: {exc}") from exc

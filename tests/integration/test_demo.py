@@ -86,6 +86,9 @@ def test_face_demo_trains_scores_and_keeps_parity(tmp_path: Path) -> None:
 
 def test_demo_refuses_what_the_daemons_do_not_run(tmp_path: Path) -> None:
     with pytest.raises(ParameterError, match="secagg experiment"):
-        DemoOptions(algorithm="fedface", out=tmp_path)
+        DemoOptions(algorithm="fedgc-reference", out=tmp_path)
+    with pytest.raises(ParameterError, match="--trainer face"):
+        DemoOptions(algorithm="fedface", trainer="synthetic", out=tmp_path)
+    assert DemoOptions(algorithm="fedface", out=tmp_path).algorithm == "fedface"
     with pytest.raises(ParameterError, match="mode"):
         DemoOptions(mode="ckks", out=tmp_path)

@@ -133,7 +133,7 @@ class RequestAuth(_message.Message):
     def __init__(self, session: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class ClientMessage(_message.Message):
-    __slots__ = ("advertise_keys", "share_keys", "masked_input", "consistency_signature", "unmask_shares", "abort", "he_join", "he_key_delivery", "he_upload", "auth")
+    __slots__ = ("advertise_keys", "share_keys", "masked_input", "consistency_signature", "unmask_shares", "abort", "he_join", "he_key_delivery", "he_upload", "cluster_release", "auth")
     ADVERTISE_KEYS_FIELD_NUMBER: _ClassVar[int]
     SHARE_KEYS_FIELD_NUMBER: _ClassVar[int]
     MASKED_INPUT_FIELD_NUMBER: _ClassVar[int]
@@ -143,6 +143,7 @@ class ClientMessage(_message.Message):
     HE_JOIN_FIELD_NUMBER: _ClassVar[int]
     HE_KEY_DELIVERY_FIELD_NUMBER: _ClassVar[int]
     HE_UPLOAD_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_RELEASE_FIELD_NUMBER: _ClassVar[int]
     AUTH_FIELD_NUMBER: _ClassVar[int]
     advertise_keys: AdvertiseKeys
     share_keys: ShareKeys
@@ -153,14 +154,17 @@ class ClientMessage(_message.Message):
     he_join: HEJoin
     he_key_delivery: HEKeyDelivery
     he_upload: HEUpload
+    cluster_release: ClusterRelease
     auth: RequestAuth
-    def __init__(self, advertise_keys: _Optional[_Union[AdvertiseKeys, _Mapping]] = ..., share_keys: _Optional[_Union[ShareKeys, _Mapping]] = ..., masked_input: _Optional[_Union[MaskedInput, _Mapping]] = ..., consistency_signature: _Optional[_Union[ConsistencySignature, _Mapping]] = ..., unmask_shares: _Optional[_Union[UnmaskShares, _Mapping]] = ..., abort: _Optional[_Union[ClientAbort, _Mapping]] = ..., he_join: _Optional[_Union[HEJoin, _Mapping]] = ..., he_key_delivery: _Optional[_Union[HEKeyDelivery, _Mapping]] = ..., he_upload: _Optional[_Union[HEUpload, _Mapping]] = ..., auth: _Optional[_Union[RequestAuth, _Mapping]] = ...) -> None: ...
+    def __init__(self, advertise_keys: _Optional[_Union[AdvertiseKeys, _Mapping]] = ..., share_keys: _Optional[_Union[ShareKeys, _Mapping]] = ..., masked_input: _Optional[_Union[MaskedInput, _Mapping]] = ..., consistency_signature: _Optional[_Union[ConsistencySignature, _Mapping]] = ..., unmask_shares: _Optional[_Union[UnmaskShares, _Mapping]] = ..., abort: _Optional[_Union[ClientAbort, _Mapping]] = ..., he_join: _Optional[_Union[HEJoin, _Mapping]] = ..., he_key_delivery: _Optional[_Union[HEKeyDelivery, _Mapping]] = ..., he_upload: _Optional[_Union[HEUpload, _Mapping]] = ..., cluster_release: _Optional[_Union[ClusterRelease, _Mapping]] = ..., auth: _Optional[_Union[RequestAuth, _Mapping]] = ...) -> None: ...
 
 class RoundStart(_message.Message):
-    __slots__ = ("config",)
+    __slots__ = ("config", "state")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     config: RoundConfig
-    def __init__(self, config: _Optional[_Union[RoundConfig, _Mapping]] = ...) -> None: ...
+    state: MethodState
+    def __init__(self, config: _Optional[_Union[RoundConfig, _Mapping]] = ..., state: _Optional[_Union[MethodState, _Mapping]] = ...) -> None: ...
 
 class KeyList(_message.Message):
     __slots__ = ("keys",)
@@ -299,10 +303,12 @@ class HEUpload(_message.Message):
     def __init__(self, client: _Optional[int] = ..., round: _Optional[int] = ..., blobs: _Optional[_Iterable[bytes]] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class HEStart(_message.Message):
-    __slots__ = ("config",)
+    __slots__ = ("config", "state")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     config: HEConfig
-    def __init__(self, config: _Optional[_Union[HEConfig, _Mapping]] = ...) -> None: ...
+    state: MethodState
+    def __init__(self, config: _Optional[_Union[HEConfig, _Mapping]] = ..., state: _Optional[_Union[MethodState, _Mapping]] = ...) -> None: ...
 
 class HEKeys(_message.Message):
     __slots__ = ("joins",)
@@ -323,6 +329,34 @@ class HEResult(_message.Message):
     blobs: _containers.RepeatedScalarFieldContainer[bytes]
     contributors: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, blobs: _Optional[_Iterable[bytes]] = ..., contributors: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ClusterRelease(_message.Message):
+    __slots__ = ("client", "round", "dim", "centers", "sizes", "radii")
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    CENTERS_FIELD_NUMBER: _ClassVar[int]
+    SIZES_FIELD_NUMBER: _ClassVar[int]
+    RADII_FIELD_NUMBER: _ClassVar[int]
+    client: int
+    round: int
+    dim: int
+    centers: bytes
+    sizes: bytes
+    radii: bytes
+    def __init__(self, client: _Optional[int] = ..., round: _Optional[int] = ..., dim: _Optional[int] = ..., centers: _Optional[bytes] = ..., sizes: _Optional[bytes] = ..., radii: _Optional[bytes] = ...) -> None: ...
+
+class MethodState(_message.Message):
+    __slots__ = ("method", "round", "moment", "releases")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    MOMENT_FIELD_NUMBER: _ClassVar[int]
+    RELEASES_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    round: int
+    moment: bytes
+    releases: _containers.RepeatedCompositeFieldContainer[ClusterRelease]
+    def __init__(self, method: _Optional[str] = ..., round: _Optional[int] = ..., moment: _Optional[bytes] = ..., releases: _Optional[_Iterable[_Union[ClusterRelease, _Mapping]]] = ...) -> None: ...
 
 class UploadChunk(_message.Message):
     __slots__ = ("client", "round", "upload_id", "offset", "total_length", "data", "sha256", "auth")
