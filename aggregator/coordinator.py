@@ -648,10 +648,7 @@ class Coordinator:
             total_sha256=hashlib.sha256(np.ascontiguousarray(result.total).tobytes()).hexdigest()
             if result
             else None,
-            phase_seconds=dict(self._phase_seconds),
-            wall_s=self._clock() - self._round_started,
-            bytes_received=self._bytes_in,
-            method_releases=len(self.methods.releases) if self.methods is not None else 0,
+            **self._attempt_figures(),
         )
         self._observe(record)
         self.machine = None
@@ -677,6 +674,15 @@ class Coordinator:
         self._publish(record)
         if record.completed:  # after the round's commit: retention (aggregator/store.py)
             self.store.prune(self.round, at=self._clock())
+
+    def _attempt_figures(self) -> dict[str, Any]:
+        """The running attempt's timings, bytes and releases, for its RoundRecord."""
+        return {
+            "phase_seconds": dict(self._phase_seconds),
+            "wall_s": self._clock() - self._round_started,
+            "bytes_received": self._bytes_in,
+            "method_releases": len(self.methods.releases) if self.methods is not None else 0,
+        }
 
     def _observe(self, record: RoundRecord) -> None:
         """Keep the record for `secagg status` and count it in the metrics."""
@@ -712,10 +718,7 @@ class Coordinator:
             abort_reason=machine.abort_reason,
             weight_sum=None,  # encrypted: only the clients learn it
             total_sha256=sum_digest(blobs).hex() if blobs is not None else None,
-            phase_seconds=dict(self._phase_seconds),
-            wall_s=self._clock() - self._round_started,
-            bytes_received=self._bytes_in,
-            method_releases=len(self.methods.releases) if self.methods is not None else 0,
+            **self._attempt_figures(),
         )
         self._observe(record)
         self.machine = None

@@ -57,7 +57,7 @@ from clients.training.methods import (
     rows_of,
 )
 from clients.training.models import build_backbone
-from clients.training.privacyface import Clusters
+from clients.training.privacyface import Clusters, DplcConfig
 from clients.training.synthetic import LocalUpdate
 from clients.training.train import TrainConfig, mean_features, resolve_device, train_local
 from protocol.method_messages import RELEASING, ClusterRelease, MethodState, check_method
@@ -112,6 +112,16 @@ class FaceTrainingSettings:
             raise ParameterError("dplc_epsilon > 0, 0 < dplc_delta < 1 and dplc_releases ≥ 1")
         if self.dplc_clusters < 1 or self.fedgc_lambda < 0:
             raise ParameterError("dplc_clusters must be ≥ 1 and fedgc_lambda ≥ 0")
+
+    def dplc(self) -> DplcConfig:
+        """The DPLC-LSH release these settings describe (σ from the per-release budget)."""
+        return dplc_config(
+            self.dplc_epsilon,
+            self.dplc_delta,
+            releases=self.dplc_releases,
+            bits=self.dplc_bits,
+            clusters=self.dplc_clusters,
+        )
 
 
 def load_split(settings: FaceTrainingSettings) -> tuple[FaceDataset, FaceDataset | None]:
@@ -289,13 +299,7 @@ class FaceTrainer:
         """This round's DPLC-LSH release, charged to the ledger before it leaves."""
         s = self.settings
         if self._ledger is None:  # private noise: OS entropy, never a seed anyone else knows
-            config = dplc_config(
-                s.dplc_epsilon,
-                s.dplc_delta,
-                releases=s.dplc_releases,
-                bits=s.dplc_bits,
-                clusters=s.dplc_clusters,
-            )
+            config = s.dplc()
             noise = np.random.default_rng(secrets.randbits(128))
             self._ledger = DplcLedger(config, s.dplc_delta, budget=s.dplc_releases, noise=noise)
         planes = release_planes(s.seed, round_, s.dplc_bits, s.embedding_dim)

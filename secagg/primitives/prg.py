@@ -25,6 +25,20 @@ _BLOCKS = CHUNK_BYTES // 16
 _INDEX = np.arange(_BLOCKS, dtype=np.uint64)
 
 
+class _Counters:
+    """A reusable buffer of CTR counter blocks T_j (128-bit big-endian, high word 0)."""
+
+    def __init__(self) -> None:
+        self._blocks = np.zeros((_BLOCKS, 2), dtype=">u8")
+        self._low = np.empty(_BLOCKS, dtype=np.uint64)
+
+    def run(self, first: int, count: int) -> memoryview:
+        """The bytes of T_first … T_(first+count−1), ``count`` ≤ the buffer's blocks."""
+        np.add(_INDEX[:count], np.uint64(first), out=self._low[:count])
+        self._blocks[:count, 1] = self._low[:count]
+        return self._blocks[:count].data.cast("B")
+
+
 class Keystream:
     """The AES-256-CTR keystream of a seed, read front to back in pieces of any size.
 
@@ -41,8 +55,7 @@ class Keystream:
         if len(seed) != SEED_BYTES:
             raise ParameterError("PRG seed must be 32 bytes")
         self._ecb = AES.new(seed, AES.MODE_ECB)
-        self._counters = np.zeros((_BLOCKS, 2), dtype=">u8")  # high word stays 0
-        self._low = np.empty(_BLOCKS, dtype=np.uint64)
+        self._counters = _Counters()
         self._next_block = 0
         self._spare = np.empty(0, dtype=np.uint8)  # the unread tail of the last block
 
@@ -66,9 +79,7 @@ class Keystream:
             self._spare = block[rest:]
 
     def _encrypt_counters(self, blocks: int, into: np.ndarray) -> None:
-        np.add(_INDEX[:blocks], np.uint64(self._next_block), out=self._low[:blocks])
-        self._counters[:blocks, 1] = self._low[:blocks]
-        self._ecb.encrypt(self._counters[:blocks].data.cast("B"), output=into.data)
+        self._ecb.encrypt(self._counters.run(self._next_block, blocks), output=into.data)
         self._next_block += blocks
 
 
@@ -133,8 +144,7 @@ def prg_accumulate_many(acc: np.ndarray, streams: Sequence[tuple[bytes, bool]], 
         if len(seed) != SEED_BYTES:
             raise ParameterError("PRG seed must be 32 bytes")
     ciphers = [(AES.new(seed, AES.MODE_ECB), subtract) for seed, subtract in streams]
-    counters = np.zeros((_BLOCKS, 2), dtype=">u8")  # high word stays 0
-    low = np.empty(_BLOCKS, dtype=np.uint64)
+    counters = _Counters()
     keystream = np.empty(_BLOCKS * 16, dtype=np.uint8)
     step = keystream.size // dtype.itemsize
     words = keystream.view(dtype)
@@ -142,9 +152,7 @@ def prg_accumulate_many(acc: np.ndarray, streams: Sequence[tuple[bytes, bool]], 
         stop = min(start + step, acc.size)
         width = stop - start
         blocks = -(-width * dtype.itemsize // 16)  # the last chunk may end mid-block
-        np.add(_INDEX[:blocks], np.uint64(start * dtype.itemsize // 16), out=low[:blocks])
-        counters[:blocks, 1] = low[:blocks]
-        plain = counters[:blocks].data.cast("B")
+        plain = counters.run(start * dtype.itemsize // 16, blocks)
         chunk = acc[start:stop]
         for cipher, subtract in ciphers:
             cipher.encrypt(plain, output=keystream[: blocks * 16].data)

@@ -15,30 +15,25 @@ started from, the releases sent, the decrypted means) must show:
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from aggregator.cluster import LocalCluster
-from clients.training.face_trainer import initial_model
-from clients.training.methods import dplc_config
-from clients.training.privacyface import zcdp_epsilon
 from protocol.method_messages import MethodState
 from secagg_pb import codec
 from secagg_pb.v1 import secagg_pb2 as pb
 from tests.integration.test_face_methods_grpc import (
     CLIENTS,
     ROUNDS,
+    assert_one_release_per_round,
     completed_exactly,
-    metrics,
     release,
     state,
     training,
 )
+from tests.integration.test_face_methods_grpc import run as masked_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -47,36 +42,8 @@ PRECISION = 1e-5  # measured: 2.4e-7 (|S| ≤ 8.3, Σ n_k = 192)
 
 
 def run(tmp_path: Path, method: str) -> tuple[Path, int, list[dict[str, Any]]]:
-    """ROUNDS CKKS rounds of ``method``; returns the run folder, θ's size and the records."""
-    settings = training(method)
-    theta = initial_model(settings)
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    np.save(tmp_path / "initial_model.npy", theta)
-    aggregator = {
-        "mode": "ckks",
-        "rounds": ROUNDS,
-        "dim": int(theta.size),
-        "initial_model": "initial_model.npy",
-        "method": method,
-        "embedding_dim": settings.embedding_dim,
-        "max_weight": 64,
-        "clip": 1.0,
-        "phase_timeout_s": 20.0,
-        "train_timeout_s": 120.0,
-        "poll_wait_s": 1.0,
-    }
-    client = {
-        "trainer": "face",
-        "training": asdict(settings),
-        "metrics_file": "metrics-{id}.jsonl",
-        "dump_updates_dir": "dump-{id}",
-        "poll_timeout_s": 5.0,
-    }
-    with LocalCluster(tmp_path, CLIENTS) as cluster:
-        cluster.start(aggregator, client)
-        cluster.wait(timeout=600)
-    text = (tmp_path / "state" / "rounds.jsonl").read_text()
-    return tmp_path, int(theta.size), [json.loads(line) for line in text.splitlines()]
+    """ROUNDS CKKS rounds of ``method`` (the masked test's cluster, ``mode = "ckks"``)."""
+    return masked_run(tmp_path, method, mode="ckks")
 
 
 def saved_state(run_dir: Path, round_: int) -> MethodState:
@@ -121,18 +88,4 @@ def test_fedgc_releases_are_broadcast_as_sent_and_charged_once_a_round(tmp_path:
             assert state(run_dir, c, r) == MethodState("fedgc", r, releases=sent)
     last = tuple(release(run_dir, c, ROUNDS - 1) for c in range(1, CLIENTS + 1))
     assert saved_state(run_dir, ROUNDS).releases == last  # kept for a next round
-    s = training("fedgc")
-    config = dplc_config(
-        s.dplc_epsilon,
-        s.dplc_delta,
-        releases=s.dplc_releases,
-        bits=s.dplc_bits,
-        clusters=s.dplc_clusters,
-    )
-    for c in range(1, CLIENTS + 1):
-        rows = metrics(run_dir, c)
-        assert [row["round"] for row in rows] == list(range(ROUNDS))
-        assert [row["dplc_releases"] for row in rows] == list(range(1, ROUNDS + 1))
-        for row in rows:
-            spent = zcdp_epsilon(row["dplc_releases"] * config.rho, s.dplc_delta)
-            assert row["dplc_epsilon"] == pytest.approx(spent)
+    assert_one_release_per_round(run_dir, "fedgc")

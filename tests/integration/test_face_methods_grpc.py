@@ -26,7 +26,6 @@ import pytest
 
 from aggregator.cluster import LocalCluster
 from clients.training.face_trainer import FaceTrainingSettings, initial_model
-from clients.training.methods import dplc_config
 from clients.training.privacyface import zcdp_epsilon
 from protocol.method_messages import ClusterRelease, MethodState
 from secagg_pb import codec
@@ -57,8 +56,11 @@ def training(method: str) -> FaceTrainingSettings:
     )
 
 
-def run(tmp_path: Path, method: str) -> tuple[Path, int, list[dict[str, Any]]]:
-    """Train ROUNDS rounds of ``method``; returns the run folder, θ's size and the records."""
+def run(tmp_path: Path, method: str, **overrides: Any) -> tuple[Path, int, list[dict[str, Any]]]:
+    """Train ROUNDS rounds of ``method``; returns the run folder, θ's size and the records.
+
+    ``overrides`` replace aggregator settings (the ckks test sets ``mode``).
+    """
     settings = training(method)
     theta = initial_model(settings)
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -75,6 +77,7 @@ def run(tmp_path: Path, method: str) -> tuple[Path, int, list[dict[str, Any]]]:
         "phase_timeout_s": 20.0,
         "train_timeout_s": 120.0,
         "poll_wait_s": 1.0,
+        **overrides,
     }
     client = {
         "trainer": "face",
@@ -155,14 +158,13 @@ def test_releases_are_broadcast_as_sent_and_charged_once_a_round(
             received = state(run_dir, c, r)
             assert received.method == method
             assert received.releases == sent  # byte for byte, every daemon's, in client order
+    assert_one_release_per_round(run_dir, method)
+
+
+def assert_one_release_per_round(run_dir: Path, method: str) -> None:
+    """Each daemon's ledger: one release a round, ε as zCDP composes, within the budget."""
     s = training(method)
-    config = dplc_config(
-        s.dplc_epsilon,
-        s.dplc_delta,
-        releases=s.dplc_releases,
-        bits=s.dplc_bits,
-        clusters=s.dplc_clusters,
-    )
+    config = s.dplc()
     for c in range(1, CLIENTS + 1):
         rows = metrics(run_dir, c)
         assert [row["round"] for row in rows] == list(range(ROUNDS))
