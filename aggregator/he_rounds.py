@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from aggregator.durable import replace_file
 from protocol.he_messages import MIN_CONTRIBUTORS, HEConfig
 from protocol.he_model import next_lineage, sum_digest
 from secagg.errors import ParameterError
@@ -104,24 +104,13 @@ def load_state(state_dir: Path, initial_hash: bytes) -> HEState:
 
 
 def save_state(state_dir: Path, state: HEState) -> None:
-    """Write the state atomically (temp file, fsync, rename, fsync of the folder)."""
+    """Write the state atomically (:func:`aggregator.durable.replace_file`)."""
     data = {
         "round": state.round,
         "lineage": state.lineage.hex(),
         "in_sync": None if state.in_sync is None else list(state.in_sync),
     }
-    final = state_dir / STATE_FILE
-    tmp = final.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as out:
-        json.dump(data, out)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, final)
-    folder = os.open(state_dir, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    replace_file(state_dir / STATE_FILE, json.dumps(data).encode())
 
 
 def cohort(present: Iterable[int], state: HEState) -> tuple[int, ...]:

@@ -21,12 +21,12 @@ embedding: only S (a secure sum) and DP releases.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from aggregator.durable import replace_file
 from protocol.errors import ConflictingMessage, InvalidMessage, UnknownClient
 from protocol.method_messages import (
     RELEASING,
@@ -136,9 +136,7 @@ class MethodRounds:
         moment = b""
         if self.extra_dim and weight_sum > 0:
             moment = extra_sum.astype("<f4").tobytes()
-        releases = tuple(self._releases[c] for c in sorted(self._releases))
-        self.state = MethodState(self.method, round_ + 1, moment=moment, releases=releases)
-        self._releases = {}
+        self._close(round_, moment)
         return step
 
     def finish_he(self, round_: int) -> None:
@@ -147,8 +145,12 @@ class MethodRounds:
         The aggregator never sees the decrypted mean there, so FedFace's S is
         not in it: each client recovers S from the sum it decrypts.
         """
+        self._close(round_, b"")
+
+    def _close(self, round_: int, moment: bytes) -> None:
+        """The next round's state: ``moment`` and this attempt's releases, in client order."""
         releases = tuple(self._releases[c] for c in sorted(self._releases))
-        self.state = MethodState(self.method, round_ + 1, releases=releases)
+        self.state = MethodState(self.method, round_ + 1, moment=moment, releases=releases)
         self._releases = {}
 
     def _path(self, round_: int) -> Path:
@@ -157,13 +159,10 @@ class MethodRounds:
     def save(self) -> None:
         """Write the next round's state atomically (before the round's checkpoint)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        target = self._path(self.state.round)
-        temporary = target.with_suffix(".tmp")
-        with open(temporary, "wb") as out:
-            out.write(codec.method_state_to_proto(self.state).SerializeToString())
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, target)
+        replace_file(
+            self._path(self.state.round),
+            codec.method_state_to_proto(self.state).SerializeToString(),
+        )
         for old in self.folder.glob("state-*.bin"):  # keep this one and the one before
             if old.stem < f"state-{self.state.round - 1:06d}":
                 old.unlink(missing_ok=True)

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from aggregator.durable import replace_file
 from protocol.errors import AuthenticationFailed
 from protocol.roster import MAX_CLIENT_ID, Roster, RosterEntry, parse_roster, roster_document
 from secagg.errors import ParameterError
@@ -502,7 +503,7 @@ def add_client(pki_dir: Path, client_id: int, *, days: int = 365, name: str = ""
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _replace_public(paths.roster, roster_document([*roster.entries.values(), entry], roster_key))
+    replace_file(paths.roster, roster_document([*roster.entries.values(), entry], roster_key))
     return PkiPaths(paths.root, (*roster.ids(), client_id))
 
 
@@ -522,20 +523,8 @@ def remove_client(pki_dir: Path, client_id: int) -> PkiPaths:
     if len(roster) == 1:
         raise ParameterError("cannot remove the last enrolled client")
     kept = [e for cid, e in roster.entries.items() if cid != client_id]
-    _replace_public(paths.roster, roster_document(kept, roster_key))
+    replace_file(paths.roster, roster_document(kept, roster_key))
     return PkiPaths(paths.root, tuple(sorted(e.id for e in kept)))
-
-
-def _replace_public(path: Path, data: bytes) -> None:
-    """Write ``path`` (mode 0644) via a temporary sibling and an atomic rename."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.write(fd, data)
-        os.fchmod(fd, 0o644)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(name, path)
 
 
 def _check_target(out: Path, force: bool) -> None:
