@@ -71,6 +71,25 @@ def test_client_killed_before_masked_input_drops_out_and_sum_stays_exact(cluster
     assert [r["round"] for r in rounds] == [0, 1]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("message", ["AdvertiseKeys", "ShareKeys"])
+def test_client_killed_in_the_key_phases_drops_out_and_sum_stays_exact(
+    cluster: Cluster, message: str
+) -> None:
+    """The phases before the masked input: the other tests kill at masked, consistency, unmask."""
+    cluster.start_aggregator(
+        base_config(insecure=True, profile="semi-honest"), extra=["--clients", "5"]
+    )
+    for c in (1, 2, 3, 4):
+        cluster.start_client(c, ["--insecure", "--exact-levels"])
+    cluster.start_client(5, ["--insecure", "--exact-levels"], fault=f"before_send_{message}@0")
+    assert cluster.wait(timeout=120) == 0
+    rounds = check_exact(cluster)
+    assert [r["round"] for r in rounds] == [0, 1]
+    assert 5 in rounds[0]["cohort"]
+    assert rounds[0]["survivors"] == [1, 2, 3, 4]
+
+
 @pytest.fixture
 def pki(tmp_path: Path) -> Path:
     from aggregator.pki import init_pki
