@@ -146,6 +146,7 @@ def test_peers_absent_are_skipped_with_the_reason(tmp_path: Path) -> None:
         modes=("plain", "secagg+", "ckks"),
         peers=True,
         peers_python=tmp_path / "no-venv" / "python",
+        peers_dir=tmp_path,  # harnesses present (any folder), their venv not
         calibrate_s=0,
     )
     doc = bench_suite.run(options, progress=lambda _: None)
