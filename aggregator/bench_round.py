@@ -66,7 +66,13 @@ def run(*, clients: int, dim: int, modes: list[str], rounds: int, out: Path) -> 
     for mode in modes:
         settings = _settings(mode, clients, dim, rounds)
         run_dir = out / f"{mode}-{time.strftime('%Y%m%d-%H%M%S')}"
-        client = {"allow_plain": True} if mode == "plain" else {}
+        # Each client states its own policy: the opt-in for plain and CKKS rounds, and
+        # for a sparse graph the colluder share the finder planned for (5%).
+        client: dict[str, Any] = {"allow_plain": True} if mode == "plain" else {}
+        if mode == "ckks":
+            client["policy"] = {"modes": ["secagg", "secagg+", "bfv-masked", "ckks"]}
+        if "degree" in settings:
+            client["colluders"] = clients // 20
         with LocalCluster(run_dir, clients) as cluster:
             cluster.start(settings, client)
             records = cluster.follow(rounds)

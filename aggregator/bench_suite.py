@@ -288,9 +288,9 @@ def _skip_reason(cell: Cell, est: Estimate, options: SuiteOptions) -> str | None
 
 def _plain(clients: int, dim: int, dropout: float, repeat: int, seed: int) -> dict[str, Any]:
     """The unprotected baseline with the plain machines: float32 w·x ‖ w, summed."""
-    from protocol.config import ClientPolicy
     from protocol.messages import MaskedInput, RoundStart
     from protocol.plain import PlainClient, PlainServer, encode_plain
+    from protocol.policy import ClientPolicy
     from protocol.simulation import make_config
     from secagg.rng import DeterministicRandomSource
 
@@ -301,7 +301,7 @@ def _plain(clients: int, dim: int, dropout: float, repeat: int, seed: int) -> di
     payload = b""
     for r in range(repeat):
         config = make_config(clients=clients, dim=dim, profile="plain", round_=r)
-        client = PlainClient(1, policy=ClientPolicy(allow_plain=True))
+        client = PlainClient(1, policy=ClientPolicy().with_opt_in("plain"))
         client.set_input(update, weight=1, model_hash=config.model_hash)
         encode_plain(update, 1)  # warm-up: the first call pays one-off allocation costs
         start = time.perf_counter()

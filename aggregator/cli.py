@@ -356,7 +356,10 @@ def _client_run(args: argparse.Namespace) -> int:
         pki_dir=args.pki_dir,
         insecure=True if args.insecure else None,
         exact_levels=True if args.exact_levels else None,
+        colluders=args.colluders,
     )
+    if args.allow:
+        settings = settings.with_opt_in(*args.allow)
     stats = run_client(settings)
     print(
         json.dumps(
@@ -709,6 +712,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pki-dir")
     run.add_argument("--insecure", action="store_true", help="no TLS (development only)")
     run.add_argument("--exact-levels", action="store_true", help="synthetic integer inputs")
+    run.add_argument(
+        "--allow",
+        action="append",
+        choices=["plain", "ckks", "bfv", "semi-honest"],
+        help="opt this client's policy into a weaker mode or profile (repeatable; logged "
+        "with what it gives up)",
+    )
+    run.add_argument("--colluders", type=int, help="n_C this client assumes (policy.colluders)")
     run.set_defaults(func=_client_run)
     init_model = client_sub.add_parser(
         "init-model",

@@ -38,7 +38,7 @@ from aggregator.ratelimit import RateLimited
 from aggregator.settings import AggregatorSettings
 from aggregator.spool import SpooledPayload
 from aggregator.store import Store, StoreError
-from protocol.config import RoundConfig
+from protocol.config import RoundConfig, minimum_threshold
 from protocol.dp_round import round_colluders, round_plan
 from protocol.errors import AuthenticationFailed, ProtocolError, UnknownClient, WrongPhase
 from protocol.faults import fault_point
@@ -55,6 +55,7 @@ from protocol.he_model import sum_digest
 from protocol.messages import MaskedInput, RoundStart
 from protocol.method_messages import ClusterRelease, lineage_digest, model_digest
 from protocol.plain import PlainServer
+from protocol.policy import consortium_colluders
 from protocol.server import ServerMachine
 from protocol.simulation import make_config
 from secagg.errors import ParameterError
@@ -551,6 +552,25 @@ class Coordinator:
         """Clients train before they answer the first phase, so it may get longer."""
         return self.settings.train_timeout_s or self.settings.phase_timeout_s
 
+    def _threshold(self, n: int) -> int:
+        """The round's threshold: the setting, else make_config's default, raised so that a
+        client's default policy accepts it (clients take n_C from the roster, not the cohort:
+        protocol/policy.py)."""
+        s = self.settings
+        t = make_config(
+            clients=n,
+            dim=1,
+            threshold=s.threshold or None,
+            degree=s.degree or None,
+            profile=s.profile,
+        ).threshold
+        if s.threshold or s.degree or s.profile == "plain":
+            return t
+        colluders = consortium_colluders(len(self.roster))
+        if colluders >= n:
+            return t  # no threshold helps: clients refuse the cohort (and say why)
+        return min(n, max(t, minimum_threshold(n, profile=s.profile, colluders=colluders)))
+
     def _config(self, cohort: tuple[int, ...]) -> RoundConfig | HEConfig:
         s = self.settings
         if self.he is not None:
@@ -570,14 +590,8 @@ class Coordinator:
         # differs only in its cohort, its fresh nonce and the model it announces.
         levels, clip, max_weight = s.levels, s.clip, s.max_weight
         dim = s.vector_dim  # the model, then a method's extras (FedFace's S_k/n_k)
+        threshold = self._threshold(len(cohort))
         if s.dp_noise_multiplier > 0:  # the quantiser the DP plan fixes (protocol/dp_round.py)
-            threshold = make_config(
-                clients=len(cohort),
-                dim=dim,
-                threshold=s.threshold or None,
-                degree=s.degree or None,
-                profile=s.profile,
-            ).threshold
             plan = round_plan(
                 dim=dim,
                 clients=len(cohort),
@@ -592,7 +606,7 @@ class Coordinator:
         base = make_config(
             clients=len(cohort),
             dim=dim,
-            threshold=s.threshold or None,
+            threshold=threshold,
             degree=s.degree or None,
             profile=s.profile,
             levels=levels,

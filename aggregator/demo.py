@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from protocol.config import ClientPolicy, minimum_threshold
+from protocol.config import minimum_threshold
+from protocol.policy import ClientPolicy
 from protocol.simulation import make_config, simulate
 from secagg.rng import DeterministicRandomSource
 

@@ -30,15 +30,16 @@ from typing import TYPE_CHECKING
 import grpc
 import numpy as np
 
+from clients.ledger import ContributionLedger
 from clients.training.synthetic import LocalUpdate
 from clients.transport import Transport
 from protocol.client import ClientMachine, ClientPhase
-from protocol.config import ClientPolicy
 from protocol.faults import fault_point
 from protocol.he_messages import HEStart
-from protocol.messages import MaskedInput, RoundStart, UnmaskRequest
+from protocol.messages import ClientAbort, MaskedInput, RoundStart, UnmaskRequest
 from protocol.method_messages import ClusterRelease, model_digest
 from protocol.plain import PlainClient
+from protocol.policy import ClientPolicy, mode_of
 from secagg.errors import ParameterError, SecAggError
 from secagg.primitives.signing import SigningKey
 from secagg.rng import RandomSource, SystemRandomSource
@@ -82,6 +83,7 @@ class Daemon:
         signing_key: SigningKey | None,
         roster: dict[int, bytes],
         policy: ClientPolicy | None = None,
+        ledger: ContributionLedger | None = None,
         rng: RandomSource | None = None,
         poll_timeout: float = 30.0,
         max_rounds: int | None = None,
@@ -97,7 +99,10 @@ class Daemon:
         self.trainer = trainer
         self.signing_key = signing_key
         self.roster = roster
-        self.policy = policy
+        #: This client's own policy (protocol/policy.py); the server can change none of it.
+        self.policy = policy or ClientPolicy()
+        #: The differencing rule's ledger (clients/ledger.py); in memory unless given.
+        self.ledger = ledger or ContributionLedger()
         self.rng = rng or SystemRandomSource()
         self.poll_timeout = poll_timeout
         self.max_rounds = max_rounds
@@ -115,6 +120,8 @@ class Daemon:
         #: Distributed DP (clients/dp.py): noisy levels instead of the update.
         self.dp = dp
         self._survivors = 0
+        #: The base model of the running masked round (the ledger's key).
+        self._model_hash: bytes | None = None
 
     def run(self) -> DaemonStats:
         """Loop until the aggregator reports that training is finished."""
@@ -130,7 +137,14 @@ class Daemon:
             if not reply.HasField("message"):
                 continue
             seq = reply.seq
-            self._handle(codec.any_server_from_proto(reply.message))
+            try:
+                self._handle(codec.any_server_from_proto(reply.message))
+            except grpc.RpcError:
+                raise  # the transport gave up (after its retries): the caller decides
+            except Exception as exc:
+                # A message that does not decode (an invalid config, a malformed field)
+                # or breaks anything downstream ends this round for this client only.
+                self._abandon(f"unusable server message ({type(exc).__name__}: {exc})")
             if self.max_rounds is not None and len(self.stats.rounds_completed) >= self.max_rounds:
                 return self.stats
 
@@ -158,6 +172,8 @@ class Daemon:
         replies = machine.handle(msg)  # type: ignore[arg-type]
         self._times["crypto_s"] += time.perf_counter() - start
         for out in replies:
+            if isinstance(out, MaskedInput) and self._model_hash is not None:
+                self.ledger.contribute(self._model_hash)  # durably, before it leaves
             fault_point(f"before_send_{type(out).__name__}", self._round)
             start = time.perf_counter()
             try:
@@ -181,9 +197,35 @@ class Daemon:
             )
             self._machine = None
 
+    def _refusal(self, config_problem: str | None, model_hash: bytes, nonce: bytes) -> str | None:
+        """Why this client sits a round out: its policy, then the differencing ledger."""
+        if config_problem:
+            return f"refused by this client's policy: {config_problem}"
+        problem = self.ledger.admit(model_hash, nonce, max_attempts=self.policy.max_attempts)
+        return f"refused by this client's policy: {problem}" if problem else None
+
+    def _refuse(self, round_: int, reason: str) -> None:
+        """Tell the server (a typed abort) and leave the round; nothing secret was made."""
+        try:
+            self.transport.send(ClientAbort(self.client_id, max(round_, 0), reason))
+        except grpc.RpcError as exc:
+            log.info("client %d: abort not delivered: %s", self.client_id, exc.code())
+        self._abandon(reason)
+
     def _start_round(self, msg: RoundStart) -> None:
         config = msg.config
         self._round = config.round
+        self._model_hash = None
+        problem = self._refusal(
+            self.policy.check(config, roster_size=len(self.roster)),
+            config.model_hash,
+            config.nonce,
+        )
+        if problem:  # before the model is downloaded or anything is trained
+            self._refuse(config.round, problem)
+            return
+        if mode_of(config) != "plain":
+            self._model_hash = config.model_hash
         theirs = msg.state.method if msg.state is not None else "fedavg"
         if theirs != self.method:
             raise ParameterError(
@@ -242,6 +284,14 @@ class Daemon:
         from clients.he_daemon import HERound, LocalModel
 
         self._round = msg.config.round
+        self._model_hash = None
+        config = msg.config
+        problem = self.policy.mode_problem(config.scheme, None) or self.policy.cohort_problem(
+            len(config.clients), len(self.roster)
+        )
+        if problem:  # plain CKKS/BFV: the key holder the server names could decrypt
+            self._refuse(config.round, f"refused by this client's policy: {problem}")
+            return
         state = msg.state
         theirs = state.method if state is not None else "fedavg"
         if theirs != self.method:

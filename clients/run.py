@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from clients.daemon import Daemon, DaemonStats, RoundReport, Trainer
+from clients.ledger import ContributionLedger
 from clients.settings import ClientSettings
 from clients.training.synthetic import LocalUpdate, SyntheticTrainer
 from clients.transport import Transport, client_credentials, open_channel
-from protocol.config import ClientPolicy
 from protocol.method_messages import MethodState
 from protocol.roster import parse_roster
 from secagg.primitives.signing import SigningKey
 from secagg_pb import codec
+
+log = logging.getLogger("secagg.client")
 
 if TYPE_CHECKING:
     from clients.dp import ClientDp
@@ -38,10 +41,15 @@ def run_client(settings: ClientSettings) -> DaemonStats:
         if not settings.insecure:
             credentials = client_credentials(pki, settings.id)
     channel = open_channel(settings.aggregator, credentials)
-    policy = ClientPolicy(
-        colluders=None if settings.colluders < 0 else settings.colluders,
-        allow_plain=settings.allow_plain,
-    )
+    policy = settings.client_policy()
+    for warning in policy.warnings():
+        log.warning("client %d: policy opt-in: %s", settings.id, warning)
+    if not settings.state_dir:
+        log.warning(
+            "client %d: no state_dir: the contribution ledger (differencing rule) lasts only "
+            "as long as this process",
+            settings.id,
+        )
     trainer = make_trainer(settings)
     daemon = Daemon(
         settings.id,
@@ -50,6 +58,7 @@ def run_client(settings: ClientSettings) -> DaemonStats:
         signing_key=signing,
         roster=roster,
         policy=policy,
+        ledger=ContributionLedger(Path(settings.state_dir) if settings.state_dir else None),
         poll_timeout=settings.poll_timeout_s,
         on_round=_metrics_writer(settings.metrics_file),
         dump_dir=Path(settings.dump_updates_dir) if settings.dump_updates_dir else None,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from protocol.policy import ClientPolicy
 from secagg.errors import ParameterError
 
 TRAINERS = ("synthetic", "face")
@@ -24,8 +25,14 @@ class ClientSettings:
     exact_levels: bool = False
     weight: int = 1
     poll_timeout_s: float = 30.0
-    colluders: int = -1  # -1: the default policy (fewer than a third of the cohort)
-    allow_plain: bool = False  # plain rounds send the update in the clear (benchmarks only)
+    # This client's security policy (protocol/policy.py), the [client.policy] table:
+    # modes, profiles, colluders, min_cohort, min_honest, degrees, max_attempts.
+    policy: dict[str, Any] = field(default_factory=dict)
+    colluders: int = -1  # n_C; -1: fewer than a third of the roster (same as policy.colluders)
+    allow_plain: bool = False  # shorthand for adding "plain" to policy.modes (benchmarks only)
+    # Where the contribution ledger lives (the differencing rule). Unset: <pki_dir>/clients/
+    # <id>/state, else client-<id>.state beside the config file, else memory only.
+    state_dir: str = ""
     # trainer = "face": the [client.training] table (clients/training/face_trainer.py).
     training: dict[str, Any] = field(default_factory=dict)
     # Distributed DP: must equal the aggregator's dp_* values (the daemon refuses a round
@@ -51,6 +58,21 @@ class ClientSettings:
             raise ParameterError("dp_noise_multiplier ≥ 0, dp_clip > 0 and 0 < dp_delta < 1")
         if self.training and self.trainer != "face":
             raise ParameterError('a [client.training] table needs trainer = "face"')
+        self.client_policy()  # refuses a bad [client.policy] table at start
+
+    def with_opt_in(self, *names: str) -> ClientSettings:
+        """These settings with modes or profiles added to the policy table."""
+        policy = ClientPolicy.from_settings(dict(self.policy)).with_opt_in(*names)
+        table = {**self.policy, "modes": list(policy.modes), "profiles": list(policy.profiles)}
+        return replace(self, policy=table)
+
+    def client_policy(self) -> ClientPolicy:
+        """The policy these settings give (the table, then the two shorthands)."""
+        values = dict(self.policy)
+        if self.colluders >= 0:
+            values["colluders"] = self.colluders
+        policy = ClientPolicy.from_settings(values)
+        return policy.with_opt_in("plain") if self.allow_plain else policy
 
 
 def load_client_settings(path: str | Path | None, **overrides: Any) -> ClientSettings:
@@ -67,7 +89,16 @@ def load_client_settings(path: str | Path | None, **overrides: Any) -> ClientSet
     if unknown:
         raise ParameterError(f"unknown client settings: {sorted(unknown)}")
     merged = {**section, **{k: v for k, v in overrides.items() if v is not None}}
-    for key in ("pki_dir", "metrics_file", "dump_updates_dir"):
+    for key in ("pki_dir", "metrics_file", "dump_updates_dir", "state_dir"):
         if merged.get(key) and not Path(merged[key]).is_absolute():
             merged[key] = str(base / merged[key])
+    if not merged.get("state_dir") and merged.get("id"):
+        # This client's own folder: in its PKI folder, else beside its config file; with
+        # neither (a development run from flags alone) the ledger lives in memory.
+        if merged.get("pki_dir"):
+            merged["state_dir"] = str(
+                Path(merged["pki_dir"]) / "clients" / str(merged["id"]) / "state"
+            )
+        elif path is not None:
+            merged["state_dir"] = str(base / f"client-{merged['id']}.state")
     return ClientSettings(**merged)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from protocol import session as ses
-from protocol.config import SECURE_PROFILES, ClientPolicy, RoundConfig
+from protocol.config import SECURE_PROFILES, RoundConfig
 from protocol.errors import UnexpectedCall
 from protocol.graph import NeighbourGraph, graph_from_seed
 from protocol.messages import (
@@ -41,6 +41,7 @@ from protocol.messages import (
     UnmaskRequest,
     UnmaskShares,
 )
+from protocol.policy import ClientPolicy, mode_of
 from secagg.errors import DecryptionError, InvalidKey, InvalidShare, InvalidSignature
 from secagg.masking import mask_in_place, pairwise_seed, self_mask_seed
 from secagg.packing import pack
@@ -105,7 +106,14 @@ class _Abort(Exception):
 
 
 class ClientMachine:
-    """One client's view of one round."""
+    """One client's view of one round.
+
+    ``policy`` is this client's own (:mod:`protocol.policy`; safe defaults when
+    None): a round outside it is refused before any key is generated.
+    """
+
+    #: The bfv-masked hybrid runs this machine for its SecAgg half (protocol.he_masked).
+    hybrid = False
 
     def __init__(
         self,
@@ -201,14 +209,25 @@ class ClientMachine:
         raise _Abort(f"unexpected {type(msg).__name__} in phase {self.phase.value}")
 
     def _guarded(self, step: object) -> list[ClientMessage]:
+        """Run one step; a fault, or anything a hostile message makes fail, aborts the round.
+
+        Nothing a server sends may escape ``handle``: an error no check
+        foresaw (a malformed message whose fields break an invariant deeper
+        down) ends the round like any detected deviation, and the secrets go.
+        """
         assert callable(step)
         try:
             out: list[ClientMessage] = step()
             return out
         except _Abort as exc:
-            round_ = self._config.round if self._config else -1
-            self._finish(ClientPhase.ABORTED, str(exc))
-            return [ClientAbort(self.client_id, max(round_, 0), str(exc))]
+            reason = str(exc)
+        except UnexpectedCall:
+            raise  # the host's own misuse (set_input twice): not the server's doing
+        except Exception as exc:
+            reason = f"malformed server message ({type(exc).__name__}: {exc})"
+        round_ = self._config.round if self._config else -1
+        self._finish(ClientPhase.ABORTED, reason)
+        return [ClientAbort(self.client_id, max(round_, 0), reason)]
 
     def _finish(self, phase: ClientPhase, reason: str | None) -> None:
         """Enter a terminal phase and drop every session secret (best effort in Python)."""
@@ -228,9 +247,9 @@ class ClientMachine:
             raise _Abort(f"profile {config.profile!r} is not a secure-aggregation round")
         if self.client_id not in config.clients:
             raise _Abort("this client is not in the announced cohort")
-        problem = self._policy.check(config)
+        problem = self._policy.check(config, roster_size=len(self._roster), hybrid=self.hybrid)
         if problem:
-            raise _Abort(problem)
+            raise _Abort(f"refused by this client's policy: {problem}")
         if config.profile == "active" and (self._signing_key is None or not self._roster):
             raise _Abort("active profile needs a signing key and a roster")
         self._config = config
@@ -295,6 +314,10 @@ class ClientMachine:
             raise _Abort("key list repeats a public key")
         if len(msg.keys) < config.threshold:
             raise _Abort("too few clients advertised keys")
+        if mode_of(config) == "secagg+" and len(msg.keys) != config.n:
+            # The graph is drawn from the session id, which hashes U1: a server free to
+            # leave keys out could re-draw it until a colluder sits next to this client.
+            raise _Abort("SecAgg+ needs every cohort member's key in U1 (it seeds the graph)")
         self._keys = {k.client: k for k in msg.keys}
         self._session = ses.session_id(config, msg.keys)
         self._graph = graph_from_seed(config.n, config.degree, ses.graph_seed(self._session))
@@ -302,9 +325,8 @@ class ClientMachine:
         if len(holders) < config.threshold:
             raise _Abort("too few neighbours advertised keys to share secrets")
         if config.profile == "active":
-            # Only neighbours' keys are ever used; a forged key elsewhere changes
-            # the session id for everyone it is shown to, so masks would not cancel.
-            for peer in holders:
+            # Every key is checked, neighbour or not: U1 seeds the graph and the session.
+            for peer in sorted(self._keys):
                 if peer == self.client_id:  # its own keys were compared byte for byte above
                     continue
                 k = self._keys[peer]
@@ -462,6 +484,8 @@ class ClientMachine:
             raise _Abort("server lists this client as dropped")
         if len(survivors) < config.threshold or len(shared & set(survivors)) < config.threshold:
             raise _Abort("too few survivors to unmask safely")
+        if len(survivors) < self._policy.min_survivors(len(self._roster)):
+            raise _Abort("too few survivors for k_min honest inputs beside n_C colluders")
 
     def _on_consistency(self, msg: ConsistencyRequest) -> list[ClientMessage]:
         config = self._config

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from protocol.params import AdversaryClass, secure_threshold
 from secagg.encoding import encode
 from secagg.errors import ParameterError
 from secagg.quantization import Quantizer, check_no_wrap
@@ -123,71 +122,21 @@ def minimum_threshold(
     Active (malicious server): two disjoint honest views must not both reach
     t shares, so t > (n + n_C)/2 (Bonawitz et al.). Semi-honest: the server
     plus n_C clients must not reach t alone, so t > n_C. Either way every
-    aggregate must also hold ≥ k_min honest inputs, t ≥ n_C + k_min (capped at
-    n: a cohort smaller than k_min must then contribute in full).
+    aggregate must also hold ≥ k_min honest inputs, t ≥ n_C + k_min. The result
+    may exceed n: such a cohort is too small for that many colluders.
     """
     if not 0 <= colluders < n:
         raise ParameterError("colluders must be in [0, n)")
     bound = (n + colluders) // 2 + 1 if profile == "active" else colluders + 1
-    return max(bound, min(n, colluders + min_honest))
+    return max(bound, colluders + min_honest)
 
 
 def default_colluders(n: int, *, sparse: bool = False) -> int:
-    """Assumed corrupt clients when none is stated.
+    """The colluders an in-memory lab assumes for a cohort of n (simulations, benchmarks).
 
-    Complete graph (SecAgg): fewer than a third, n_C < n/3, Bonawitz et al.'s
-    setting. Sparse graph (SecAgg+): 5% of the cohort, the setting of Bell et
-    al. and FCP's defaults; a third would force a near-complete graph.
+    A client never uses this: its n_C is a fact about the consortium
+    (:mod:`protocol.policy`). Complete graph: fewer than a third; sparse: 5%.
     """
     if sparse:
         return n // 20
     return max(0, (n - 1) // 3)
-
-
-@dataclass(frozen=True, slots=True)
-class ClientPolicy:
-    """What an honest client insists on before it joins a round.
-
-    ``colluders`` is the number of corrupt clients the client assumes
-    (None = fewer than a third of the cohort). Lowering it weakens the
-    threshold check; tests do that to show the attacks it prevents.
-    """
-
-    colluders: int | None = None
-    min_cohort: int = 2
-    min_honest: int = MIN_HONEST
-    allow_plain: bool = False
-
-    def check(self, config: RoundConfig) -> str | None:
-        """Return why ``config`` is unacceptable, or None."""
-        n = config.n
-        if config.profile == "plain":
-            return None if self.allow_plain else "plain rounds send updates in the clear"
-        if n < self.min_cohort:
-            return f"cohort of {n} is below the minimum {self.min_cohort}"
-        sparse = config.degree is not None and config.degree < n - 1
-        colluders = (
-            default_colluders(n, sparse=sparse) if self.colluders is None else self.colluders
-        )
-        if colluders >= n:
-            return "assumed colluders exceed the cohort"
-        needed = minimum_threshold(
-            n, profile=config.profile, colluders=colluders, min_honest=self.min_honest
-        )
-        if sparse:
-            assert config.degree is not None
-            needed = sparse_minimum_threshold(
-                n, config.degree, profile=config.profile, colluders=colluders
-            )
-            if needed > config.degree + 1:
-                return f"degree {config.degree} is too small for {colluders} colluders"
-        if config.threshold < needed:
-            return f"threshold {config.threshold} below the safe minimum {needed}"
-        return None
-
-
-def sparse_minimum_threshold(n: int, degree: int, *, profile: Profile, colluders: int) -> int:
-    """Safe threshold on a SecAgg+ graph (statistical, σ = 40; see protocol.params)."""
-    adversary: AdversaryClass = "semi-malicious" if profile == "active" else "curious"
-    t = secure_threshold(n, degree, colluders=colluders, adversary=adversary)
-    return max(t, min(degree + 1, MIN_HONEST))

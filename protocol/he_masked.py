@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from protocol.client import TERMINAL, ClientMachine, ClientPhase, PeerState
-from protocol.config import PROTOCOL_VERSION, ClientPolicy, RoundConfig
+from protocol.config import PROTOCOL_VERSION, RoundConfig
 from protocol.errors import (
     AuthenticationFailed,
     InvalidMessage,
@@ -76,6 +76,7 @@ from protocol.messages import (
     ServerMessage,
     UnmaskRequest,
 )
+from protocol.policy import ClientPolicy, lab_policy
 from protocol.server import Outgoing, PayloadSource, ServerMachine, ServerPhase
 from secagg import he
 from secagg.encoding import Field, encode
@@ -231,6 +232,8 @@ def parse_upload(payload: bytes, count: int) -> tuple[tuple[bytes, ...], bytes]:
 
 class _MaskedClient(ClientMachine):
     """SecAgg's client, masking mod t and sending the masked vector as BFV ciphertexts."""
+
+    hybrid = True  # the policy sees mode bfv-masked
 
     def __init__(
         self,
@@ -659,8 +662,9 @@ def run_he_masked_round(
     drops: Mapping[str, Sequence[int]] | None = None,
     clock: Clock | None = None,
     tap: Callable[[int, HEMaskedClientMessage], None] | None = None,
+    policy: ClientPolicy | None = None,
 ) -> HEMaskedReport:
-    """One hybrid round over an in-memory transport.
+    """One hybrid round over an in-memory transport (clients get ``policy``, else the lab's).
 
     ``drops`` maps a phase of :data:`PHASES` to the clients that go silent when
     that phase's requests reach them. ``tap`` sees every client message before
@@ -672,7 +676,13 @@ def run_he_masked_round(
     roster = {c: k.public for c, k in roster_keys.items()}
     server = HEMaskedServerMachine(config, roster=roster)
     clients = {
-        c: HEMaskedClientMachine(c, rng=rng, signing_key=roster_keys[c], roster=roster)
+        c: HEMaskedClientMachine(
+            c,
+            rng=rng,
+            signing_key=roster_keys[c],
+            roster=roster,
+            policy=policy or lab_policy(config.secagg()),
+        )
         for c in config.clients
     }
     for c, machine in clients.items():

@@ -42,6 +42,11 @@ One deliberate difference from FCP: Shamir needs t ≥ 2, and FCP raises t to 2
 δ = 0.33, curious: FCP says k = 4, t = 2, and P[Z < 2] = 1/30). We check the
 threshold we return, so there we pick a larger k (6). Every row of the golden
 table in security.md §2.2 is unaffected and matches FCP exactly.
+
+A second difference, for semi-malicious servers: a client's shares sit with
+k + 1 holders (itself included), and we count all of them
+(:func:`_both_kinds_bound`); FCP's 2t − k counts k and is one short whenever
+the corrupt bound plus k is odd. Those rows give a threshold one higher.
 """
 
 from __future__ import annotations
@@ -259,10 +264,7 @@ def _search_degree(
         # t1: w.h.p. no client has more than t1 corrupt neighbours.
         t1 = _upper_quantile(n, corrupt, k, log_q_privacy)
         if semi_malicious:
-            # Corrupt neighbours give the server both kinds of shares, honest
-            # ones only one kind each, so t shares of both kinds need 2t − k
-            # corrupt neighbours. (t1 + k) // 2 + 1 is the least t with 2t − k > t1.
-            t1 = (t1 + k) // 2
+            t1 = _both_kinds_bound(t1, k)
         # Shamir needs t >= 2. FCP applies this floor only after its t1 < t2
         # test, so when t1 = 0 it can return t = 2 that survivors do not reach
         # w.h.p.; we test the threshold actually returned (see module notes).
@@ -385,5 +387,18 @@ def secure_threshold(
     log_q = -(security_parameter + 1) * _LN2 - math.log(n)
     t1 = _upper_quantile(n, colluders, k, log_q)
     if adversary == "semi-malicious":
-        t1 = (t1 + k) // 2
+        t1 = _both_kinds_bound(t1, k)
     return max(t1 + 1, 2)
+
+
+def _both_kinds_bound(corrupt: int, k: int) -> int:
+    """Largest t a semi-malicious server reaches in both kinds of shares of one client.
+
+    A client's shares sit with k + 1 holders: its k neighbours and itself.
+    Corrupt neighbours hand the server both kinds, each honest holder one
+    kind, so X corrupt holders give t of both kinds once 2t ≤ X + (k + 1).
+    Hence the threshold must exceed (X + k + 1) / 2. Counting k holders instead
+    (as FCP's finder does) is one short whenever X + k is odd: with k = 8 and
+    X = 1 it gives t = 5, and one colluding neighbour then reaches 5 of both.
+    """
+    return (corrupt + k + 1) // 2

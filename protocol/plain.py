@@ -2,7 +2,7 @@
 
 It exists as the baseline that `secagg bench round` measures the secure
 modes against; it protects nothing, and an honest client refuses it unless
-its policy says ``allow_plain``. The machines mirror the secure ones' host
+its policy accepts mode ``plain``. The machines mirror the secure ones' host
 interface so the coordinator and the daemon drive both the same way: the
 round is RoundStart → MaskedInput (float32 w·x ‖ w, unmasked) → RoundComplete.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from protocol.client import ClientInput, ClientPhase
-from protocol.config import ClientPolicy, RoundConfig
+from protocol.config import RoundConfig
 from protocol.errors import (
     ConflictingMessage,
     InvalidMessage,
@@ -33,6 +33,7 @@ from protocol.messages import (
     ServerAbort,
     ServerMessage,
 )
+from protocol.policy import ClientPolicy
 from protocol.server import Outgoing, ServerPhase, check_sender
 from secagg.errors import ParameterError
 
@@ -113,7 +114,7 @@ class PlainClient:
     def _check(self, config: RoundConfig) -> str | None:
         if config.profile != "plain":
             return "the plain client only takes plain rounds"
-        if not self._policy.allow_plain:
+        if self._policy.mode_problem("plain", None):
             return "this client's policy forbids sending its update in the clear"
         if self.client_id not in config.clients:
             return "this client is not in the announced cohort"

@@ -58,7 +58,7 @@ from secagg.packing import packed_size, unpack
 from secagg.primitives import shamir
 from secagg.primitives.prg import reduce_mod, word_dtype
 from secagg.primitives.signing import verify
-from secagg.primitives.x25519 import KEY_BYTES, X25519KeyPair, x25519_public
+from secagg.primitives.x25519 import KEY_BYTES, X25519KeyPair, check_public, x25519_public
 from secagg.quantization import Quantizer, dequantize_sum
 
 Outgoing = list[tuple[int, ServerMessage]]
@@ -167,9 +167,12 @@ class ServerMachine:
         self.result: AggregateResult | None = None
         #: Clients excluded from the rest of the round, with the reason (audit log).
         self.excluded: dict[int, str] = {}
-        #: Clients caught sending bad unmasking shares (audit log): confirmed by
-        #: ≥ t + 1 consistent other shares, or only suspected when fewer exist.
-        self.culprits: dict[int, str] = {}
+        #: Bad unmasking shares (audit log). A share off the owner's polynomial,
+        #: shown by ≥ t + 1 consistent other shares, proves only that its holder
+        #: altered it *or* that the owner dealt it so: ``disputes`` names the pair
+        #: (holder, owner), never one of them. With fewer spares the holder is
+        #: only a suspect.
+        self.disputes: dict[tuple[int, int], str] = {}
         self.suspects: dict[int, str] = {}
         self._roster = dict(roster or {})
         self._graph: NeighbourGraph | None = None  # fixed by the session id, after round 0
@@ -326,6 +329,11 @@ class ServerMachine:
             case AdvertiseKeys():
                 if len(msg.c_public) != KEY_BYTES or len(msg.s_public) != KEY_BYTES:
                     raise InvalidMessage("public keys must be 32 bytes")
+                try:
+                    check_public(msg.c_public)
+                    check_public(msg.s_public)
+                except InvalidKey:
+                    raise InvalidMessage("advertised an invalid or low-order X25519 key") from None
                 self._verify(
                     client,
                     msg.signature,
@@ -490,8 +498,8 @@ class ServerMachine:
 
         Each secret must pass ``check`` (its commitment or public key). One that
         does not is rebuilt again leaving out one share at a time, which finds a
-        single bad share when spare shares exist; its holder is recorded in
-        :attr:`culprits`. Raises :class:`InvalidShare` when that fails too.
+        single bad share when spare shares exist; it is recorded in
+        :attr:`disputes`. Raises :class:`InvalidShare` when that fails too.
         """
         t = self.config.threshold
         groups: dict[tuple[int, ...], list[int]] = {}
@@ -554,7 +562,10 @@ class ServerMachine:
             except InvalidShare:
                 self.suspects[culprit] = note  # usable secret, unconfirmed blame
             else:
-                self.culprits[culprit] = note
+                self.disputes[(culprit, owner)] = (
+                    f"client {culprit}'s share of client {owner}'s secret is off the "
+                    f"polynomial of the other shares (altered by {culprit} or dealt so by {owner})"
+                )
             return secret
         raise InvalidShare(f"shares of client {owner} do not rebuild its committed secret")
 

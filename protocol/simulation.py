@@ -16,15 +16,14 @@ import numpy as np
 
 from protocol.client import ClientMachine
 from protocol.config import (
-    ClientPolicy,
     Profile,
     RoundConfig,
     default_colluders,
     minimum_threshold,
-    sparse_minimum_threshold,
 )
 from protocol.errors import ProtocolError
 from protocol.messages import ClientMessage, UnmaskShares
+from protocol.policy import ClientPolicy, lab_policy, sparse_threshold
 from protocol.server import AggregateResult, ServerMachine, ServerPhase
 from secagg.errors import ParameterError
 from secagg.primitives.signing import SigningKey, signing_key
@@ -75,14 +74,14 @@ def make_config(
         raise ParameterError("need at least one client")
     complete = degree is None or degree >= clients - 1
     if threshold is None and complete:
-        # ⌊2n/3⌋+1, raised to the default client policy's safe minimum.
+        # ⌊2n/3⌋+1, raised to the lab policy's safe minimum (capped at n below).
         safe = minimum_threshold(clients, profile=profile, colluders=default_colluders(clients))
         threshold = min(clients, max(2 * clients // 3 + 1, safe))
     elif threshold is None:
         assert degree is not None
         # A majority of each neighbourhood, raised to the policy's statistical minimum.
         colluders = default_colluders(clients, sparse=True)
-        safe = sparse_minimum_threshold(clients, degree, profile=profile, colluders=colluders)
+        safe = sparse_threshold(clients, degree, profile=profile, colluders=colluders)
         threshold = min(degree + 1, max((degree + 1) // 2 + 1, safe))
     bits = modulus_bits or required_modulus_bits(clients, levels, max_weight)
     tag = hashlib.sha256(b"simulation" + seed).digest()
@@ -166,7 +165,11 @@ def simulate(
     tick: Clock = clock or (lambda: 0.0)
     clients = {
         c: ClientMachine(
-            c, rng=rng.fork(f"client-{c}"), signing_key=keys[c], roster=roster, policy=policy
+            c,
+            rng=rng.fork(f"client-{c}"),
+            signing_key=keys[c],
+            roster=roster,
+            policy=policy or lab_policy(config),
         )
         for c in cohort
     }

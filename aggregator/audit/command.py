@@ -1,4 +1,4 @@
-"""The ``secagg audit inversion`` subcommand: flags, then a lazy call into the audit.
+"""The ``secagg audit`` subcommands (inversion, server): flags, then a lazy call.
 
 Kept apart from ``aggregator/cli.py`` so that the CLI only registers it;
 torch is imported when the command runs, not when ``secagg --help`` does.
@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from aggregator.audit import ATTACKS as _ATTACKS
@@ -86,11 +87,63 @@ def register(sub: Any) -> None:
     inv.add_argument("--json", action="store_true", help="print only the JSON object on stdout")
     inv.set_defaults(func=run)
 
+    server = audit_sub.add_parser(
+        "server",
+        help="play a malicious aggregator against the honest client code under a client config",
+        description=(
+            "Run a catalogue of attacks a malicious aggregator (with up to n_C colluding enrolled "
+            "clients) can try against clients under the policy of a client config: profile, "
+            "mode, cohort, threshold and graph downgrades, differencing, malformed messages, key "
+            "substitution, Sybils, split views, config splits, replays, both-shares requests. "
+            "An oracle that strips the masks says whether the victim's input was recovered."
+        ),
+    )
+    server.add_argument("--config", required=True, help="a client config (client.toml)")
+    server.add_argument(
+        "--roster",
+        type=int,
+        help="consortium size (default: the config's signed roster, else 10)",
+    )
+    server.add_argument("--json", action="store_true", help="print only the JSON object on stdout")
+    server.set_defaults(func=run_server)
+
+
+def run_server(args: argparse.Namespace) -> int:
+    """``secagg audit server``: exit 0 when no attack succeeded, 1 otherwise."""
+    from aggregator.audit.server_attacks import run as run_attacks
+    from clients.settings import load_client_settings
+
+    settings = load_client_settings(args.config, id=None)
+    roster = args.roster or _roster_size(Path(settings.pki_dir) if settings.pki_dir else None)
+    if roster < 3:
+        raise ParameterError("--roster must be at least 3")
+    report = run_attacks(settings.client_policy(), roster)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(f"roster {roster}, n_C assumed {report['colluders_assumed']}")
+        for row in report["attacks"]:  # type: ignore[attr-defined]
+            mark = "RECOVERED" if row["succeeded"] else "held"
+            print(f"{mark:>9}  {row['id']:<26} {row['evidence']}")
+        print(f"{report['succeeded']} attack(s) recovered the victim's input")
+    return 1 if report["succeeded"] else 0
+
+
+def _roster_size(pki: Path | None) -> int:
+    """Clients on the config's signed roster; 10 when there is none to read."""
+    if pki is None:
+        return 10
+    try:
+        doc = json.loads((pki / "roster.json").read_text())
+    except (OSError, ValueError):
+        return 10
+    clients = doc.get("clients") if isinstance(doc, dict) else None
+    return len(clients) if isinstance(clients, list | dict) and clients else 10
+
 
 def run(args: argparse.Namespace) -> int:
     """Run the audit, write the outputs, print JSON or a summary."""
-    from pathlib import Path
-
     import torch
 
     from aggregator.audit.inversion import AuditConfig, run_audit

@@ -7,8 +7,8 @@
 - ``total``: the sum the :class:`~protocol.server.ServerMachine` unmasks at
   the end of that round, dequantised.
 
-The round runs in memory with the default client policy (active profile,
-signed keys, safe threshold), like ``secagg simulate``. Updates are
+The round runs in memory with the lab's client policy (active profile,
+signed keys, the threshold make_config plans), like ``secagg simulate``. Updates are
 quantised to the nearest level before masking, so the unmasked total can be
 checked for exact equality with the sum of the clients' levels.
 """
@@ -25,6 +25,7 @@ import torch
 
 from protocol.client import ClientMachine
 from protocol.messages import MaskedInput
+from protocol.policy import lab_policy
 from protocol.server import AggregateResult, ServerMachine, ServerPhase
 from protocol.simulation import make_config
 from secagg.packing import unpack
@@ -69,8 +70,7 @@ def power_of_two_clip(updates: Sequence[np.ndarray]) -> float:
 def secure_round(levels: Sequence[np.ndarray], *, quantizer: Quantizer, seed: int) -> SecureRound:
     """Run SecAgg over clients 1..N holding ``levels`` (integer levels of ``quantizer``).
 
-    Raises ``ValueError`` if a client refuses the round (the default policy
-    needs at least two clients) or the round aborts.
+    Raises ``ValueError`` if a client refuses the round or the round aborts.
     """
     n = len(levels)
     dim = int(levels[0].shape[0])
@@ -82,7 +82,13 @@ def secure_round(levels: Sequence[np.ndarray], *, quantizer: Quantizer, seed: in
     keys = {c: signing_key(rng) for c in config.clients}
     roster = {c: k.public for c, k in keys.items()}
     machines = {
-        c: ClientMachine(c, rng=rng.fork(f"client-{c}"), signing_key=keys[c], roster=roster)
+        c: ClientMachine(
+            c,
+            rng=rng.fork(f"client-{c}"),
+            signing_key=keys[c],
+            roster=roster,
+            policy=lab_policy(config),
+        )
         for c in config.clients
     }
     server = ServerMachine(config, roster=roster)

@@ -165,6 +165,13 @@ def plan_ddg(
         raise ParameterError("gamma must be positive and finite")
     sens_sq = rounded_sensitivity_sq(l2_clip / gamma, dim, beta)
     sigma2 = share_sigma2(noise_multiplier, sens_sq, min_honest)
+    if sigma2 < Fraction(1, 4):
+        # The accounting's bound on a sum of discrete Gaussians [KLS21] is proven
+        # for σ ≥ 1/2 only; below it the stated ε would not be what the noise gives.
+        raise ParameterError(
+            f"per-client noise σ² = {float(sigma2):.3g} (scaled) is below 1/4: "
+            "raise the noise multiplier or use a smaller gamma"
+        )
     plan = DdgPlan(
         dim=dim,
         l2_clip=l2_clip,

@@ -6,6 +6,8 @@ would give an all-zero secret) is refused.
 
 from __future__ import annotations
 
+import functools
+
 from Crypto.Protocol.DH import import_x25519_private_key, import_x25519_public_key, key_agreement
 
 from secagg.errors import InvalidKey
@@ -69,3 +71,20 @@ def x25519_keypair(rng: RandomSource) -> X25519KeyPair:
 def x25519_shared(private: bytes, peer_public: bytes) -> bytes:
     """One-off agreement from raw bytes (see :meth:`X25519KeyPair.exchange`)."""
     return X25519KeyPair(private).exchange(peer_public)
+
+
+@functools.cache
+def _probe() -> X25519KeyPair:
+    # A fixed, public scalar: clamping makes every scalar a multiple of the cofactor,
+    # so any scalar maps a low-order point to the all-zero secret.
+    return X25519KeyPair(bytes(range(1, KEY_BYTES + 1)))
+
+
+def check_public(public: bytes) -> None:
+    """Raise :class:`InvalidKey` unless ``public`` is a usable X25519 key.
+
+    For a party that holds no key pair of its own (the server checks every
+    advertised key, so one client with a low-order key cannot spoil a round
+    for the others).
+    """
+    _probe().exchange(public)

@@ -75,6 +75,15 @@ class Cluster:
             "--aggregator",
             f"127.0.0.1:{self.port}",
         ]
+        # The tests configure both sides: a client opts in to what this aggregator runs.
+        # and states n_C = 0 unless the test says otherwise (small test cohorts).
+        profile, mode = self._config.get("profile"), self._config.get("mode")
+        if profile == "semi-honest":
+            cmd += ["--allow", "semi-honest"]
+        if mode in ("ckks", "bfv"):
+            cmd += ["--allow", str(mode)]
+        if "--colluders" not in args:
+            cmd += ["--colluders", "0"]
         self.clients[client] = subprocess.Popen(
             cmd + args,
             stdout=subprocess.PIPE,

@@ -29,7 +29,7 @@ import pytest
 from clients.daemon import Daemon
 from clients.training.synthetic import LocalUpdate
 from clients.transport import Transport, open_channel
-from protocol.config import ClientPolicy
+from protocol.policy import ClientPolicy
 from secagg.packing import pack
 from secagg_pb.v1 import secagg_pb2 as pb
 from secagg_pb.v1 import secagg_pb2_grpc as pb_grpc
@@ -170,7 +170,7 @@ def run_rounds(cluster: Cluster, profile: str) -> list[bytes]:
             trainers[c],
             signing_key=None,
             roster={},
-            policy=ClientPolicy(colluders=0, allow_plain=profile == "plain"),
+            policy=ClientPolicy(colluders=0).with_opt_in(profile),
             poll_timeout=5.0,
         )
         threads.append(threading.Thread(target=daemon.run, daemon=True))

@@ -63,7 +63,9 @@ def test_dp_rounds_complete_charge_epsilon_and_refuse_a_mismatched_plan(
     )
     for c in (1, 2, 3, 4, 5):
         noise = 1.0 if c < 5 else 0.5
-        cluster.start_client(c, ["--config", str(client_config(cluster.workdir, c, noise))])
+        # n_C = 1: what the aggregator's DP plan assumes for 5 clients.
+        config = str(client_config(cluster.workdir, c, noise))
+        cluster.start_client(c, ["--config", config, "--colluders", "1"])
     assert cluster.wait(timeout=180) == 0
     rounds = [r for r in cluster.rounds() if r["completed"]]
     assert [r["round"] for r in rounds] == [0, 1]

@@ -22,8 +22,8 @@ from clients.daemon import Daemon
 from clients.training.face_trainer import FaceTrainer, FaceTrainingSettings, initial_model
 from clients.training.synthetic import LocalUpdate
 from clients.transport import Transport, open_channel
-from protocol.config import ClientPolicy
 from protocol.messages import ClientMessage, MaskedInput
+from protocol.policy import ClientPolicy
 from secagg_pb import codec
 from tests.integration.harness import Cluster
 
@@ -113,7 +113,7 @@ def run(cluster: Cluster, profile: str, *, leak: bool) -> tuple[list[bytes], lis
             trainers[c],
             signing_key=None,
             roster={},
-            policy=ClientPolicy(colluders=0, allow_plain=profile == "plain"),
+            policy=ClientPolicy(colluders=0).with_opt_in(profile),
             poll_timeout=5.0,
         )
         threads.append(threading.Thread(target=daemon.run, daemon=True))

@@ -86,6 +86,8 @@ def run(tmp_path: Path, method: str, **overrides: Any) -> tuple[Path, int, list[
         "dump_updates_dir": "dump-{id}",
         "poll_timeout_s": 5.0,
     }
+    if overrides.get("mode") in ("ckks", "bfv"):  # every member holds the key: an opt-in
+        client["policy"] = {"modes": ["secagg", "secagg+", overrides["mode"]]}
     with LocalCluster(tmp_path, CLIENTS) as cluster:
         cluster.start(aggregator, client)
         cluster.wait(timeout=600)

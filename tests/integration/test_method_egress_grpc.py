@@ -28,10 +28,10 @@ from clients.training.face_trainer import FaceTrainer, FaceTrainingSettings, ini
 from clients.training.privacyface import zcdp_epsilon
 from clients.training.synthetic import LocalUpdate
 from clients.transport import Transport, open_channel
-from protocol.config import ClientPolicy
 from protocol.he_messages import AnyClientMessage
 from protocol.messages import MaskedInput
 from protocol.method_messages import ClusterRelease, MethodState
+from protocol.policy import ClientPolicy
 from secagg_pb import codec
 from tests.integration.harness import Cluster
 
@@ -166,7 +166,7 @@ def test_t62_no_head_row_leaves_a_method_daemon_only_accounted_releases(
             trainers[c],
             signing_key=None,
             roster={},
-            policy=ClientPolicy(colluders=0),
+            policy=ClientPolicy(colluders=0).with_opt_in("semi-honest"),
             poll_timeout=5.0,
             method=method,
         )

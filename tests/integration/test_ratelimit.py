@@ -24,7 +24,7 @@ from clients.training.synthetic import SyntheticTrainer
 from clients.transport import Transport
 from secagg_pb.v1 import secagg_pb2 as pb
 from tests.integration.harness import expected_sha256
-from tests.integration.test_robustness import Live, _connect, code_of
+from tests.integration.test_robustness import SEMI_HONEST_LAB, Live, _connect, code_of
 
 pytestmark = pytest.mark.integration
 
@@ -95,6 +95,7 @@ def test_throttled_honest_daemons_lose_nothing(make_live: Callable[..., Live]) -
             SyntheticTrainer(client, exact=True),
             signing_key=None,
             roster={},
+            policy=SEMI_HONEST_LAB,
             poll_timeout=2.0,
         )
         stats[client] = daemon.run()

@@ -29,7 +29,7 @@ from clients.daemon import Daemon
 from clients.training.synthetic import SyntheticTrainer
 from clients.transport import Transport
 from tests.integration.harness import Cluster, expected_sha256
-from tests.integration.test_robustness import Live, _connect
+from tests.integration.test_robustness import SEMI_HONEST_LAB, Live, _connect
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +70,15 @@ def run_daemons(live: Live) -> None:
     def run(client: int) -> None:
         transport = Transport(live.channel, client, base_delay=0.2, max_delay=1.0, attempts=6)
         trainer = SyntheticTrainer(client, exact=True)
-        Daemon(client, transport, trainer, signing_key=None, roster={}, poll_timeout=2.0).run()
+        Daemon(
+            client,
+            transport,
+            trainer,
+            signing_key=None,
+            roster={},
+            policy=SEMI_HONEST_LAB,
+            poll_timeout=2.0,
+        ).run()
 
     threads = [threading.Thread(target=run, args=(c,)) for c in ROSTER]
     for thread in threads:

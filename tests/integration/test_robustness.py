@@ -49,6 +49,7 @@ from clients.training.synthetic import exact_levels
 from clients.transport import Transport
 from protocol.client import ClientMachine
 from protocol.messages import ClientMessage, MaskedInput, RoundStart, ServerMessage
+from protocol.policy import ClientPolicy
 from protocol.session import SHARE_CIPHERTEXT_BYTES
 from secagg.packing import packed_size
 from secagg.rng import DeterministicRandomSource
@@ -177,6 +178,9 @@ def code_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
 # ---------------------------------------------------------------- honest clients by hand
 
 
+SEMI_HONEST_LAB = ClientPolicy(colluders=0).with_opt_in("semi-honest")
+
+
 @dataclass
 class HonestCohort:
     """Clients 1–3 driven phase by phase, so a test can act between two phases."""
@@ -189,7 +193,8 @@ class HonestCohort:
     def __post_init__(self) -> None:
         for c in ROSTER:
             rng = DeterministicRandomSource(f"robustness-{c}")
-            self.machines[c] = ClientMachine(c, rng=rng)
+            # The test server runs semi-honest rounds without a roster: the clients opt in.
+            self.machines[c] = ClientMachine(c, rng=rng, policy=SEMI_HONEST_LAB)
             self.epoch[c] = self.after[c] = 0
 
     def next_messages(self, clients: tuple[int, ...] = ROSTER) -> dict[int, ServerMessage]:

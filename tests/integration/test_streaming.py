@@ -29,6 +29,7 @@ from secagg_pb import codec
 from secagg_pb.v1 import secagg_pb2 as pb
 from tests.integration.harness import expected_sha256, wait_for
 from tests.integration.test_request_auth import Context
+from tests.integration.test_robustness import SEMI_HONEST_LAB
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -76,7 +77,10 @@ def server(tmp_path: Path) -> Iterator[AggregatorServer]:
 
 def test_upload_memory_is_bounded_by_the_chunk_not_the_payload(server: AggregatorServer) -> None:
     coordinator, servicer = server.coordinator, server.servicer
-    machines = {c: ClientMachine(c, rng=DeterministicRandomSource(f"stream-{c}")) for c in ROSTER}
+    machines = {
+        c: ClientMachine(c, rng=DeterministicRandomSource(f"stream-{c}"), policy=SEMI_HONEST_LAB)
+        for c in ROSTER
+    }
     after = dict.fromkeys(ROSTER, 0)
     epoch = 0
 

@@ -32,6 +32,7 @@ from protocol.messages import (
     ServerMessage,
     UnmaskShares,
 )
+from protocol.policy import lab_policy
 from protocol.server import ServerMachine, ServerPhase
 from protocol.simulation import make_config
 from secagg.primitives.signing import SigningKey, signing_key
@@ -94,7 +95,11 @@ class Harness:
         self.weights: dict[int, int] = dict(weights or {c: 1 for c in config.clients})
         self.clients = {
             c: ClientMachine(
-                c, rng=rng.fork(f"client-{c}"), signing_key=self.keys[c], roster=self.roster
+                c,
+                rng=rng.fork(f"client-{c}"),
+                signing_key=self.keys[c],
+                roster=self.roster,
+                policy=lab_policy(config),
             )
             for c in config.clients
         }

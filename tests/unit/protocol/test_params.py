@@ -148,8 +148,13 @@ def _connected_whp(n: int, k: int, bad: int, sigma: int = SIGMA) -> bool:
 
 
 def _private(n: int, k: int, t: int, corrupt: int, cls: AdversaryClass, sigma: int = SIGMA) -> bool:
-    """P[corrupt neighbours ≥ m] < 2^-(σ+1)/n, m = t (curious) or 2t − k (semi-malicious)."""
-    m = t if cls == C else 2 * t - k
+    """P[corrupt neighbours ≥ m] < 2^-(σ+1)/n, m = t (curious) or 2t − (k + 1) (semi-malicious).
+
+    Semi-malicious: X corrupt holders give both kinds of shares and the other
+    k + 1 − X holders (the client itself among them) one kind each, so the
+    server holds t of both once X ≥ 2t − (k + 1).
+    """
+    m = t if cls == C else 2 * t - (k + 1)
     tail = sum(_counts(n, corrupt, k)[max(m, 0) :])
     return tail * (1 << (sigma + 1)) * n < math.comb(n, k)
 
@@ -175,8 +180,35 @@ def _exact_search(
     return None
 
 
+# Semi-malicious rows where FCP's 2t − k counts k holders, not k + 1, and so gives a
+# threshold one share short: our (k, t), each checked by the oracle above.
+K_PLUS_ONE: dict[tuple[int, float, float, AdversaryClass], tuple[int, int]] = {
+    (100, 0.05, 0.05, S): (18, 13),
+    (100, 0.05, 0.33, S): (74, 41),
+    (1_000, 0.30, 0.30, S): (876, 587),
+    (10_000, 0.30, 0.30, S): (4832, 3237),
+    (100_000, 0.30, 0.30, S): (9404, 6297),
+    (1_000_000, 0.30, 0.30, S): (11152, 7465),
+    (100_000, 0.05, 0.33, S): (890, 501),
+    (1_000_000, 0.05, 0.33, S): (980, 551),
+    (10, 0.33, 0.05, S): (6, 6),
+    (100, 0.33, 0.05, S): (44, 39),
+    (1_000, 0.33, 0.05, S): (138, 114),
+    (10_000, 0.33, 0.05, S): (180, 148),
+    (100_000, 0.33, 0.05, S): (198, 162),
+    (1_000_000, 0.33, 0.05, S): (214, 175),
+    (100_000, 0.05, 0.05, S): (72, 51),
+    (1_000_000, 0.05, 0.05, S): (78, 55),
+    (10, 0.33, 0.0, S): (6, 6),
+    (1_000, 0.33, 0.0, S): (38, 38),
+    (10_000, 0.33, 0.0, S): (42, 42),
+    (100_000, 0.33, 0.0, S): (46, 46),
+}
+
+
 def _check_against_table(p: GraphParameters, row: Row) -> None:
     n, _, _, _, k, t_max = row
+    k, t_max = K_PLUS_ONE.get(row[:4], (k, t_max))
     assert not p.complete
     assert (p.n, p.k) == (n, k)
     assert 2 <= p.t <= t_max
@@ -211,6 +243,18 @@ def test_rest_of_fcp_table(row: Row) -> None:
     n, gamma, delta, cls, _, _ = row
     p = find_parameters(n, adversarial_rate=gamma, dropout_rate=delta, adversary=cls)
     _check_against_table(p, row)
+
+
+@pytest.mark.parametrize(
+    "row", [r for r in GOLDEN + FCP_MORE if r[:4] in K_PLUS_ONE and r[4] < 3000], ids=_row_id
+)
+def test_fcp_semi_malicious_rows_are_one_share_short(row: Row) -> None:
+    """FCP's answer lets X corrupt holders reach t of both kinds; ours does not."""
+    n, gamma, delta, cls, fcp_k, fcp_t = row
+    corrupt, _ = _rates(n, gamma, delta)
+    assert not _private(n, fcp_k, fcp_t, corrupt, cls)
+    k, t = K_PLUS_ONE[row[:4]]
+    assert _private(n, k, t, corrupt, cls)
 
 
 @pytest.mark.parametrize("row", FCP_DEVIATIONS, ids=_row_id)
@@ -347,7 +391,7 @@ def test_stronger_parameters_need_more_neighbours() -> None:
 
 def test_default_adversary_is_semi_malicious() -> None:
     default = find_parameters(100, adversarial_rate=0.05, dropout_rate=0.05)
-    assert (default.k, default.t) == (16, 11)
+    assert (default.k, default.t) == (18, 13)  # FCP: (16, 11), one share short (K_PLUS_ONE)
 
 
 # -- complete-graph threshold ----------------------------------------------------------

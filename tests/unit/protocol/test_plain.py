@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from protocol.client import ClientMachine, ClientPhase
-from protocol.config import ClientPolicy, RoundConfig
+from protocol.config import RoundConfig
 from protocol.errors import ConflictingMessage, InvalidMessage
 from protocol.messages import ClientAbort, MaskedInput, RoundStart
 from protocol.plain import PlainClient, PlainServer, encode_plain
+from protocol.policy import ClientPolicy
 from protocol.server import ServerMachine
 from protocol.simulation import make_config
 from secagg.errors import ParameterError
@@ -45,7 +46,7 @@ def test_plain_round_sums_weighted_updates() -> None:
     config = plain_config()
     server = PlainServer(config)
     inputs = {1: (np.full(5, 0.5), 2), 2: (np.full(5, -0.25), 1), 3: (np.linspace(-1, 1, 5), 3)}
-    clients = {c: PlainClient(c, policy=ClientPolicy(allow_plain=True)) for c in inputs}
+    clients = {c: PlainClient(c, policy=ClientPolicy().with_opt_in("plain")) for c in inputs}
     for c, msg in server.start():
         clients[c].set_input(inputs[c][0], weight=inputs[c][1], model_hash=config.model_hash)
         for reply in clients[c].handle(msg):

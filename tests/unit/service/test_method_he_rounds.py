@@ -29,6 +29,7 @@ from protocol.he_flow import HEPhase
 from protocol.he_messages import HEStart
 from protocol.messages import ClientAbort
 from protocol.method_messages import MethodState, lineage_digest
+from protocol.policy import ClientPolicy
 from secagg.primitives.signing import SigningKey, signing_key
 from secagg.rng import DeterministicRandomSource
 from secagg_pb import codec
@@ -85,6 +86,7 @@ def daemon(coordinator: Coordinator, client: int, stand: Stand, method: str) -> 
         rng=DeterministicRandomSource(f"he-daemon/{client}"),
         poll_timeout=0.2,
         method=method,
+        policy=ClientPolicy(colluders=0).with_opt_in("ckks"),
     )
 
 

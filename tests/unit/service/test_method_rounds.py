@@ -29,11 +29,11 @@ from aggregator.settings import AggregatorSettings
 from aggregator.store import Store
 from clients.daemon import Daemon
 from clients.training.synthetic import LocalUpdate
-from protocol.config import ClientPolicy
 from protocol.errors import ConflictingMessage, InvalidMessage, UnknownClient, WrongPhase
 from protocol.he_messages import AnyClientMessage
 from protocol.messages import RoundStart
 from protocol.method_messages import ClusterRelease, MethodState, model_digest
+from protocol.policy import ClientPolicy
 from secagg.errors import ParameterError
 from secagg.rng import DeterministicRandomSource
 from secagg_pb import codec
@@ -143,7 +143,7 @@ def train(coordinator: Coordinator, method: str) -> dict[int, Stand]:
             stands[c],
             signing_key=None,
             roster={},
-            policy=ClientPolicy(colluders=0),
+            policy=ClientPolicy(colluders=0).with_opt_in("semi-honest"),
             poll_timeout=0.2,
             method=method,
         )
@@ -312,6 +312,7 @@ def test_a_daemon_refuses_a_round_of_another_method(tmp_path: Path) -> None:
         stand,
         signing_key=None,
         roster={},
+        policy=ClientPolicy(colluders=0).with_opt_in("semi-honest"),
         poll_timeout=0.2,
         max_rounds=0,
     )
