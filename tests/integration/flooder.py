@@ -1,7 +1,8 @@
 """An enrolled client that floods the aggregator (T35), run as its own process.
 
 ``python -m tests.integration.flooder TARGET PKI_DIR CLIENT RATE NICE`` calls
-Submit and Upload alternately at RATE per second over mutual TLS as CLIENT,
+Submit and Upload alternately at RATE per second over mutual TLS as CLIENT
+(after a SIGSTOP it resumes at RATE rather than catching up in a burst),
 unsigned (so an admitted call is still refused: UNAUTHENTICATED), until its
 standard input closes; it then prints one JSON line: calls sent, seconds,
 and the count of each status code. A separate process with a lower CPU
@@ -54,9 +55,12 @@ def flood(
             codes[call.code().name] += 1
 
     sent, start = 0, time.monotonic()
+    began = start
     while not stop.is_set():
         due = start + sent / rate
         now = time.monotonic()
+        if now - due > 0.1:  # resumed after SIGSTOP: go on at the rate, no catch-up burst
+            start, due = now - sent / rate, now
         if due > now:
             time.sleep(min(due - now, 0.01))
             continue
@@ -66,7 +70,7 @@ def flood(
             call = stub.Upload.future(iter([chunk]), timeout=10)
         call.add_done_callback(done)
         sent += 1
-    seconds = time.monotonic() - start
+    seconds = time.monotonic() - began  # wall time, pauses included (the bucket refills)
     end = time.monotonic() + 15
     while sum(codes.values()) < sent and time.monotonic() < end:
         time.sleep(0.05)

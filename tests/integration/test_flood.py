@@ -27,8 +27,8 @@ fit CI (≈ 40 s on 2 cores): the per-client limit is lowered to 20 calls/s
 honest daemon makes ≈ 12 calls a round, and D = 1e6 keeps rounds near 1 s
 (≈ 12 calls/s, under the limit with room for a machine twice as fast). After
 6 warm-up rounds (the aggregator's RSS still climbs as its allocator
-settles) and 4 quiet ones (the RSS baseline), 8 attacked rounds alternate
-with 8 baseline rounds, the flooder stopped (SIGSTOP) in the latter: on a
+settles) and 8 quiet ones (the RSS baseline), 6 attacked rounds alternate
+with 6 baseline rounds, the flooder stopped (SIGSTOP) in the latter: on a
 shared machine both sets then meet the same background load, so the p95
 ratio measures the flood, not the neighbours. The attack lasts about 10 s in
 all rather than 60 s. Measured before the interleaving: p95 0.86–0.95 s →
@@ -70,7 +70,7 @@ pytestmark = pytest.mark.integration
 Code = grpc.StatusCode
 CLIENTS, DIM = 8, 1_000_000
 FLOODER = CLIENTS + 1
-WARM, QUIET, PAIRS = 6, 4, 8
+WARM, QUIET, PAIRS = 6, 8, 6
 #: After the warm-up and QUIET rounds without a flood (the RSS baseline), rounds alternate:
 #: attacked (flooder running), then baseline (flooder stopped with SIGSTOP), so both sets
 #: of wall times see the same background load on a shared machine.
