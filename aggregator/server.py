@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from prometheus_client import Gauge
 
 from aggregator import spool
 from aggregator.coordinator import Coordinator
+from aggregator.health import BoundedHealth
 from aggregator.operator import OperatorServer
 from aggregator.ratelimit import Admission, Limits
 from aggregator.servicer import AggregatorServicer, certificate_identity, insecure_identity
@@ -136,8 +137,9 @@ class AggregatorServer:
         pb_grpc.add_AggregatorServicer_to_server(  # type: ignore[no-untyped-call]
             self.servicer, self.server
         )
-        self.health = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        # Not grpc_health's reference servicer: its Watch deadlocks (aggregator/health.py).
+        self.health = BoundedHealth()
+        self.server.add_generic_rpc_handlers((self.health.handler(),))
         if settings.insecure:
             self.port = self.server.add_insecure_port(settings.listen)
             if self.port == 0:
@@ -178,7 +180,7 @@ class AggregatorServer:
                 self.coordinator.tick()
             except Exception:  # the driver must survive anything a round throws
                 log.exception("round driver error")
-            if self.coordinator.finished:
+            if self.coordinator.finished:  # set() is a no-op once it is NOT_SERVING
                 self.health.set(SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
             self._stop.wait(0.05)
 
@@ -207,7 +209,10 @@ class AggregatorServer:
         """Graceful shutdown: NOT_SERVING first, then let in-flight calls finish."""
         self.health.enter_graceful_shutdown()
         self._stop.set()
-        self.server.stop(grace).wait()
+        stopped = self.server.stop(grace)
+        self.health.close()  # ends every Watch now rather than at its next wake-up
+        stopped.wait()
+        self.health.shutdown()
         if self.operator is not None:
             self.operator.stop()
         if self._driver.is_alive():  # it may be mid-write: let it finish before closing

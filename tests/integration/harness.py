@@ -35,6 +35,7 @@ class Cluster:
         *,
         extra: list[str] | None = None,
         fault: str | None = None,
+        exit_when_finished: bool = True,
     ) -> None:
         self._config, self._extra = dict(config), list(extra or [])
         lines = ["[aggregator]"]
@@ -42,7 +43,9 @@ class Cluster:
             lines.append(f"{key} = {json.dumps(value)}")
         path = self.workdir / "aggregator.toml"
         path.write_text("\n".join(lines) + "\n")
-        cmd = [*SECAGG, "aggregator", "serve", "--config", str(path), "--exit-when-finished"]
+        cmd = [*SECAGG, "aggregator", "serve", "--config", str(path)]
+        if exit_when_finished:
+            cmd.append("--exit-when-finished")
         env = child_env()
         if fault:
             env["SECAGG_FAULT"] = fault
