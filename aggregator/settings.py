@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
+import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -12,6 +14,77 @@ from protocol.method_messages import extra_dim
 from secagg.errors import ParameterError
 
 MODES = ("secagg", "ckks")
+MAX_DIM = 1 << 27  # 134M coordinates: a masked vector of 1 GiB; far beyond any face model
+MAX_TIMEOUT_S = 7 * 86400.0  # larger waits overflow the threading primitives
+MAX_WORKERS = 4096
+INF = math.inf
+
+#: Inclusive ranges of every numeric setting: (low, high, low_exclusive).
+RANGES: dict[str, tuple[float, float, bool]] = {
+    "rounds": (1, 1 << 31, False),
+    "dim": (1, MAX_DIM, False),
+    "min_clients": (0, 1 << 20, False),
+    "threshold": (0, 1 << 20, False),
+    "degree": (0, 1 << 20, False),
+    "clip": (0, 1e6, True),
+    "levels": (2, 1 << 31, False),
+    "max_weight": (1, 1 << 31, False),
+    "learning_rate": (0, 1e6, True),
+    "phase_timeout_s": (0, MAX_TIMEOUT_S, True),
+    "dp_noise_multiplier": (0, 1e6, False),
+    "dp_clip": (0, 1e6, True),
+    "dp_colluders": (-1, 1 << 20, False),
+    "embedding_dim": (0, 1 << 16, False),
+    "dplc_clusters": (0, 1 << 16, False),
+    "train_timeout_s": (0, MAX_TIMEOUT_S, False),
+    "start_timeout_s": (0, MAX_TIMEOUT_S, False),
+    "retry_delay_s": (0, MAX_TIMEOUT_S, False),
+    "poll_wait_s": (0, 3600.0, True),
+    "max_workers": (1, MAX_WORKERS, False),
+    "rate_limit_per_s": (0, 1e9, False),
+    "rate_limit_burst": (0, 1 << 31, False),
+    "max_inflight_per_client": (0, MAX_WORKERS, False),
+    "upload_bytes_per_s": (0, 1e15, False),
+    "malloc_arenas": (0, 1024, False),
+    "keep_rounds": (0, 1 << 31, False),
+    "keep_checkpoints": (0, 1 << 31, False),
+}
+
+
+def _kind(name: str, value: object, hint: object) -> str | None:
+    """Why ``value`` is not of the declared type ``hint``, or None. Strict: no coercion.
+
+    TOML has real booleans and numbers, so a string "false" for a bool, a bool
+    for a number (Python's bool is an int) or a float for an int is a mistake
+    to refuse, never to reinterpret (``insecure = "false"`` is truthy).
+    """
+    if typing.get_origin(hint) is Literal:
+        allowed = typing.get_args(hint)
+        return None if value in allowed and isinstance(value, str) else f"one of {allowed}"
+    if hint is bool:
+        return None if type(value) is bool else "true or false"
+    if hint is int:
+        return None if type(value) is int else "an integer"
+    if hint is float:
+        if type(value) not in (int, float):
+            return "a number"
+        return None if math.isfinite(float(value)) else "a finite number"  # type: ignore[arg-type]
+    if hint is str:
+        return None if type(value) is str else "a string"
+    raise AssertionError(f"no type rule for setting {name}: {hint}")
+
+
+def _num(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+
+def _check_address(name: str, value: str, *, optional: bool) -> None:
+    """``host:port`` with a port in 0–65535 (0 picks a free one); "" only when optional."""
+    if optional and value == "":
+        return
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ParameterError(f"setting {name} = {value!r}: must be host:port with port 0–65535")
 
 
 @dataclass(frozen=True)
@@ -92,6 +165,7 @@ class AggregatorSettings:
     operator_listen: str = ""  # e.g. "127.0.0.1:9464": /metrics and /status over HTTP; "" = off
 
     def __post_init__(self) -> None:
+        self._check_types_and_ranges()
         if self.profile not in PROFILES:
             raise ParameterError(f"profile must be one of {PROFILES}")
         if self.mode not in MODES:
@@ -132,6 +206,30 @@ class AggregatorSettings:
         if self.malloc_arenas < 0:
             raise ParameterError("malloc_arenas must be ≥ 0 (0 keeps glibc's default)")
 
+    def _check_types_and_ranges(self) -> None:
+        """Every setting of its declared type, finite and in its range; one key per message."""
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            want = _kind(f.name, value, hints[f.name])
+            if want is not None:
+                raise ParameterError(f"setting {f.name} = {value!r}: must be {want}")
+            if f.name in RANGES:
+                low, high, open_low = RANGES[f.name]
+                if value < low or value > high or (open_low and value == low):
+                    bound = f"> {_num(low)}" if open_low else f"≥ {_num(low)}"
+                    raise ParameterError(
+                        f"setting {f.name} = {value!r}: must be {bound} and ≤ {_num(high)}"
+                    )
+        _check_address("listen", self.listen, optional=False)
+        _check_address("operator_listen", self.operator_listen, optional=True)
+        if self.rate_limit_per_s > 0 and self.rate_limit_burst < 1:
+            raise ParameterError(
+                "setting rate_limit_burst: must be ≥ 1 while rate_limit_per_s is set"
+            )
+        if self.allow_insecure_remote and not self.insecure:
+            raise ParameterError("setting allow_insecure_remote: only applies with insecure = true")
+
     @property
     def vector_dim(self) -> int:
         """Coordinates of a masked vector: the model's ``dim`` plus a method's (FedFace's S_k)."""
@@ -140,9 +238,16 @@ class AggregatorSettings:
 
 def load_settings(path: str | Path, **overrides: Any) -> AggregatorSettings:
     """Read ``[aggregator]`` from a TOML file; keyword overrides win."""
-    with open(path, "rb") as handle:
-        data = tomllib.load(handle)
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ParameterError(f"cannot read the config {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ParameterError(f"config {path} is not valid TOML: {exc}") from None
     section = data.get("aggregator", data)
+    if not isinstance(section, dict):
+        raise ParameterError(f"config {path}: [aggregator] must be a table")
     known = {f.name for f in fields(AggregatorSettings)}
     unknown = set(section) - known
     if unknown:
