@@ -133,6 +133,25 @@ class RoundRecord:
     method_releases: int = 0  # DP cluster releases of the attempt (fedgc, privacyface)
 
 
+def round_threshold(s: AggregatorSettings, n: int, roster_size: int) -> int:
+    """The round's threshold: the setting, else make_config's default, raised so that a
+    client's default policy accepts it (clients take n_C from the roster, not the cohort:
+    protocol/policy.py)."""
+    t = make_config(
+        clients=n,
+        dim=1,
+        threshold=s.threshold or None,
+        degree=s.degree or None,
+        profile=s.profile,
+    ).threshold
+    if s.threshold or s.degree or s.profile == "plain":
+        return t
+    colluders = consortium_colluders(roster_size)
+    if colluders >= n:
+        return t  # no threshold helps: clients refuse the cohort (and say why)
+    return min(n, max(t, minimum_threshold(n, profile=s.profile, colluders=colluders)))
+
+
 class Coordinator:
     """Drives rounds; see the module docstring."""
 
@@ -553,23 +572,7 @@ class Coordinator:
         return self.settings.train_timeout_s or self.settings.phase_timeout_s
 
     def _threshold(self, n: int) -> int:
-        """The round's threshold: the setting, else make_config's default, raised so that a
-        client's default policy accepts it (clients take n_C from the roster, not the cohort:
-        protocol/policy.py)."""
-        s = self.settings
-        t = make_config(
-            clients=n,
-            dim=1,
-            threshold=s.threshold or None,
-            degree=s.degree or None,
-            profile=s.profile,
-        ).threshold
-        if s.threshold or s.degree or s.profile == "plain":
-            return t
-        colluders = consortium_colluders(len(self.roster))
-        if colluders >= n:
-            return t  # no threshold helps: clients refuse the cohort (and say why)
-        return min(n, max(t, minimum_threshold(n, profile=s.profile, colluders=colluders)))
+        return round_threshold(self.settings, n, len(self.roster))
 
     def _config(self, cohort: tuple[int, ...]) -> RoundConfig | HEConfig:
         s = self.settings

@@ -28,6 +28,7 @@ from aggregator import spool
 from aggregator.coordinator import Coordinator
 from aggregator.health import BoundedHealth
 from aggregator.operator import OperatorServer
+from aggregator.preflight import check_round_parameters
 from aggregator.ratelimit import Admission, Limits
 from aggregator.servicer import AggregatorServicer, certificate_identity, insecure_identity
 from aggregator.settings import AggregatorSettings
@@ -85,6 +86,7 @@ class AggregatorServer:
             )
         roster = _roster(settings, clients)
         keys = roster.signing_keys() if isinstance(roster, Roster) else roster
+        check_round_parameters(settings, len(keys))  # before any state is touched
         self.store = Store(
             Path(settings.state_dir) / "state.sqlite",
             synchronous=settings.synchronous,

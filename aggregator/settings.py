@@ -227,6 +227,11 @@ class AggregatorSettings:
             raise ParameterError(
                 "setting rate_limit_burst: must be ≥ 1 while rate_limit_per_s is set"
             )
+        if self.degree and (self.degree < 2 or self.degree % 2):
+            raise ParameterError(
+                f"setting degree = {self.degree}: 0 (complete graph) or an even number ≥ 2 "
+                "(clients refuse any other SecAgg+ degree)"
+            )
         if self.allow_insecure_remote and not self.insecure:
             raise ParameterError("setting allow_insecure_remote: only applies with insecure = true")
 

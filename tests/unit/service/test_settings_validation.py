@@ -35,7 +35,7 @@ BAD: dict[str, list[object]] = {
     "initial_model": [0],
     "min_clients": [-1, 1.5, True],
     "threshold": [-1, 2.0, False],
-    "degree": [-2, 1.0, True],
+    "degree": [-2, 1, 3, 1.0, True],
     "profile": ["malicious", 1, True],
     "mode": ["he", 0],
     "clip": [0, -1.0, NAN, INF, "1", True],
