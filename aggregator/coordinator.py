@@ -452,6 +452,24 @@ class Coordinator:
                     self._advance(self._clock())
                 self._cond.notify_all()
 
+    def check_upload(self, client: int, round_: int | None, session: bytes | None) -> None:
+        """Refuse, on an upload's first chunk, one no running attempt could accept.
+
+        The same checks :meth:`_accept` makes once the upload is read (round,
+        signed attempt) plus cohort membership, so a stale or foreign upload
+        never holds a worker while its stream is read (issue 15). ``round_``
+        None: before the first chunk (the caller known from its certificate).
+        """
+        self._known(client)
+        with self._cond:
+            machine = self.machine
+            if machine is None or (round_ is not None and round_ != self.round):
+                raise WrongPhase(f"no round {round_} is running (current round {self.round})")
+            if session is not None and session != machine.config.nonce:
+                raise WrongPhase("upload signed for another round attempt (stale or replayed)")
+            if client not in machine.config.clients:
+                raise WrongPhase(f"client {client} is not in this round's cohort")
+
     def _fresh(self, client: int, running: bytes, session: bytes, nonce: bytes) -> None:
         """Refuse a request signed for another attempt, or a nonce seen in this one."""
         if session != running:

@@ -33,6 +33,7 @@ from aggregator.ratelimit import Admission, Limits
 from aggregator.servicer import AggregatorServicer, certificate_identity, insecure_identity
 from aggregator.settings import AggregatorSettings
 from aggregator.store import Retention, Store
+from aggregator.streams import StreamWatchdog, UploadSlots
 from protocol.faults import fault_point
 from protocol.roster import Roster
 from secagg.errors import ParameterError
@@ -135,6 +136,11 @@ class AggregatorServer:
             max_payload=max_payload,
             admission=Admission(limits),
             spool_dir=spool_dir,
+            watchdog=StreamWatchdog(settings.upload_idle_timeout_s, settings.upload_timeout_s),
+            upload_slots=UploadSlots(
+                settings.max_uploads or max(1, settings.max_workers // 2),
+                settings.max_uploads_per_client,
+            ),
         )
         pb_grpc.add_AggregatorServicer_to_server(  # type: ignore[no-untyped-call]
             self.servicer, self.server
@@ -215,6 +221,7 @@ class AggregatorServer:
         self.health.close()  # ends every Watch now rather than at its next wake-up
         stopped.wait()
         self.health.shutdown()
+        self.servicer.watchdog.stop()
         if self.operator is not None:
             self.operator.stop()
         if self._driver.is_alive():  # it may be mid-write: let it finish before closing

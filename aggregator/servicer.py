@@ -27,6 +27,7 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TypeVar
 
@@ -35,6 +36,7 @@ import grpc
 from aggregator.coordinator import Coordinator
 from aggregator.ratelimit import Admission, Limits, RateLimited
 from aggregator.spool import SpooledPayload
+from aggregator.streams import Progress, StreamCancelled, StreamWatchdog, UploadSlots
 from protocol.errors import AuthenticationFailed, InvalidMessage, ProtocolError, UnknownClient
 from protocol.he_messages import AnyClientMessage
 from protocol.request_auth import (
@@ -75,6 +77,8 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
         max_payload: int,
         admission: Admission | None = None,
         spool_dir: Path | None = None,
+        watchdog: StreamWatchdog | None = None,
+        upload_slots: UploadSlots | None = None,
     ) -> None:
         self.coordinator = coordinator
         self.identify = identify
@@ -82,6 +86,9 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
         #: Where uploads are spooled while they stream in (None: the system temp folder).
         self.spool_dir = spool_dir
         self.admission = admission or Admission(Limits(rate=0, burst=0, max_inflight=0))
+        #: Cuts uploads that stall (no chunk for the idle timeout) or run too long.
+        self.watchdog = watchdog or StreamWatchdog(idle_s=0, total_s=0)
+        self.upload_slots = upload_slots or UploadSlots(total=0, per_client=0)
         #: Set once the stored state is replayed; until then every call gets UNAVAILABLE.
         self.ready = threading.Event()
 
@@ -93,6 +100,8 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
         except SecAggError as exc:
             if isinstance(exc, RateLimited):
                 self.coordinator.metrics.throttled.inc()
+            if isinstance(exc, StreamCancelled):  # the client went away: nothing to answer
+                log.debug("stream cancelled by the client")
             context.abort(status_of(exc), str(exc)[:500])
         except Exception:  # never let client input surface as UNKNOWN
             log.exception("internal error while handling a request")
@@ -145,13 +154,26 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
         self, request_iterator: Iterator[pb.UploadChunk], context: grpc.ServicerContext
     ) -> pb.Ack:
         def run() -> pb.Ack:
+            # Slots before anything is read, so stalled streams never hold more than the
+            # caps: the total at once, the caller's own too where its certificate names it.
+            with self.upload_slots.any(), self.watchdog.watch(context) as progress:
+                early = self.identify(context, 0)  # 0 in insecure mode: not known yet
+                if early:
+                    self.coordinator.check_upload(self._caller(context, early), None, None)
+                    with self.upload_slots.client(early):
+                        return upload(progress, early)
+                return upload(progress, None)
+
+        def upload(progress: Progress, early: int | None) -> pb.Ack:
             chunks = iter(request_iterator)
-            first = next(chunks, None)
+            first = progress.next(chunks)
             if first is None:
                 raise InvalidMessage("empty upload")
+            assert isinstance(first, pb.UploadChunk)
             # Identify and admit on the first chunk, before reading any more of the stream.
             client = self._caller(context, first.client)
-            with self.admission.admit(client):
+            slot = self.upload_slots.client(client) if early is None else nullcontext()
+            with self.admission.admit(client), slot:
                 # A signed upload declares its digest on the first chunk; the signature
                 # covers it, so it is checked before the rest of the stream is read.
                 auth = self._authenticate(
@@ -163,10 +185,17 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
                 )
                 if auth is not None and first.upload_id != auth.nonce.hex():
                     raise AuthenticationFailed("a signed upload's id must be its signed nonce")
+                # ... and for the running attempt, its sender in the cohort: a stale or
+                # foreign upload is refused now, not after its whole stream is read.
+                self.coordinator.check_upload(
+                    client, first.round, None if auth is None else auth.session
+                )
                 if first.total_length <= self.max_payload:  # a larger one is refused below
                     self.admission.charge_bytes(client, first.total_length)  # before spooling
                 with SpooledPayload(self.spool_dir) as payload:
-                    self._receive(first, chunks, payload, signed=auth is not None)
+                    self._receive(
+                        first, chunks, payload, signed=auth is not None, progress=progress
+                    )
                     if auth is None:
                         self.coordinator.submit_masked(client, first.round, payload)
                     else:
@@ -184,12 +213,13 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
         payload: SpooledPayload,
         *,
         signed: bool,
+        progress: Progress | None = None,
     ) -> None:
         """Spool one upload chunk by chunk, checking its framing and digest (the signed one)."""
         if first.total_length > self.max_payload:
             raise InvalidMessage(f"upload of {first.total_length} bytes exceeds the cap")
         digest = b""
-        for chunk in itertools.chain([first], rest):
+        for chunk in itertools.chain([first], _chunks(rest, progress)):
             if (chunk.upload_id, chunk.client, chunk.round, chunk.total_length) != (
                 first.upload_id,
                 first.client,
@@ -246,6 +276,16 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
                 total_length=len(data),
                 data=data[offset : offset + MODEL_CHUNK],
             )
+
+
+def _chunks(rest: Iterator[pb.UploadChunk], progress: Progress | None) -> Iterator[pb.UploadChunk]:
+    """The rest of an upload, each chunk recorded as progress (a cut stream raises)."""
+    if progress is None:
+        yield from rest
+        return
+    while (chunk := progress.next(rest)) is not None:
+        assert isinstance(chunk, pb.UploadChunk)
+        yield chunk
 
 
 def insecure_identity(context: grpc.ServicerContext, claimed: int) -> int:

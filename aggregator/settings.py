@@ -45,6 +45,10 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "rate_limit_burst": (0, 1 << 31, False),
     "max_inflight_per_client": (0, MAX_WORKERS, False),
     "upload_bytes_per_s": (0, 1e15, False),
+    "upload_idle_timeout_s": (0, MAX_TIMEOUT_S, False),
+    "upload_timeout_s": (0, MAX_TIMEOUT_S, False),
+    "max_uploads_per_client": (0, MAX_WORKERS, False),
+    "max_uploads": (0, MAX_WORKERS, False),
     "malloc_arenas": (0, 1024, False),
     "keep_rounds": (0, 1 << 31, False),
     "keep_checkpoints": (0, 1 << 31, False),
@@ -149,6 +153,15 @@ class AggregatorSettings:
     # the largest uploads `dim` allows; an Upload is charged its declared length on its first
     # chunk, before anything is spooled. An honest daemon uploads one masked vector a round.
     upload_bytes_per_s: float = 64.0 * 1024 * 1024
+    # Upload streams (aggregator/streams.py): an Upload that sends no chunk for
+    # upload_idle_timeout_s, or is open longer than upload_timeout_s, is cut
+    # (DEADLINE_EXCEEDED); at most max_uploads_per_client are open per identity (an honest
+    # daemon has one) and max_uploads in total (0: half of max_workers), so stalled
+    # uploads can never hold every worker. 0 turns a limit off.
+    upload_idle_timeout_s: float = 10.0
+    upload_timeout_s: float = 300.0
+    max_uploads_per_client: int = 2
+    max_uploads: int = 0
     # Development only: with insecure = true, listen on a non-loopback address anyway.
     allow_insecure_remote: bool = False
     # glibc malloc arenas for the whole aggregator process (M_ARENA_MAX); 0 = glibc's default
@@ -231,6 +244,11 @@ class AggregatorSettings:
             raise ParameterError(
                 f"setting degree = {self.degree}: 0 (complete graph) or an even number ≥ 2 "
                 "(clients refuse any other SecAgg+ degree)"
+            )
+        if self.max_uploads > self.max_workers:
+            raise ParameterError(
+                f"setting max_uploads = {self.max_uploads}: above max_workers = "
+                f"{self.max_workers}, stalled uploads could hold every worker"
             )
         if self.allow_insecure_remote and not self.insecure:
             raise ParameterError("setting allow_insecure_remote: only applies with insecure = true")

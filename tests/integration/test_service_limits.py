@@ -6,13 +6,20 @@ Real aggregator and daemon processes on loopback, each test bounded to seconds:
   ``grpc.health.v1.Health/Watch`` while rounds run and after training has
   finished must leave Health.Check and Poll answering, and SIGTERM must stop
   the process.
+- Stalled uploads (item 3): 64 uploads that stall (before their first chunk,
+  or after a signed one) from enrolled identities outside the cohort while 4
+  honest daemons complete 5 exact rounds; in development mode (identities
+  claimed, so unknown until the first chunk) a stalled stream is cut after the
+  idle timeout and the upload caps refuse the excess at once.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,10 +27,15 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from aggregator.pki import init_pki
 from aggregator.server import SERVICE
+from aggregator.tls import secure_channel
+from protocol.request_auth import NONCE_BYTES, masked_digest, sign_request
+from secagg_pb import codec
 from secagg_pb.v1 import secagg_pb2 as pb
 from secagg_pb.v1 import secagg_pb2_grpc as pb_grpc
 from tests.integration.harness import Cluster, expected_sha256, wait_for
+from tests.integration.test_request_auth import signing_key
 
 pytestmark = pytest.mark.integration
 
@@ -172,3 +184,134 @@ def test_health_watch_is_capped_per_peer_and_follows_changes() -> None:
         health.close()
         server.stop(0).wait()
         health.shutdown()
+
+
+class StalledUploads:
+    """Threads that each keep one Upload open and silent, opening another when it ends."""
+
+    def __init__(self, channels: dict[int, grpc.Channel], per_identity: int, pki: Path | None):
+        self.stop = threading.Event()
+        self.codes: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._pki = pki
+        self._threads = [
+            threading.Thread(target=self._run, args=(client, ch, i % 2 == 1), daemon=True)
+            for client, ch in channels.items()
+            for i in range(per_identity)
+        ]
+
+    def _chunks(
+        self, client: int, signed: bool, release: threading.Event
+    ) -> Iterator[pb.UploadChunk]:
+        if signed:  # a first chunk signed by the identity's own key, then nothing
+            digest = os.urandom(32)
+            first = pb.UploadChunk(client=client, round=0, offset=0, total_length=1 << 10)
+            first.data, first.sha256 = b"x" * 16, digest
+            if self._pki is not None:
+                auth = sign_request(
+                    signing_key(self._pki, client),
+                    session=os.urandom(32),
+                    nonce=os.urandom(NONCE_BYTES),
+                    round_=0,
+                    phase="masked",
+                    sender=client,
+                    body=masked_digest(client, 0, digest),
+                )
+                first.upload_id = auth.nonce.hex()
+                first.auth.CopyFrom(codec.auth_to_proto(auth))
+            yield first
+        release.wait(60)
+
+    def _run(self, client: int, channel: grpc.Channel, signed: bool) -> None:
+        stub = pb_grpc.AggregatorStub(channel)
+        while not self.stop.is_set():
+            release = threading.Event()
+            future = stub.Upload.future(self._chunks(client, signed, release), timeout=60)
+            try:
+                future.result()
+                code = "OK"
+            except grpc.RpcError as exc:
+                code = exc.code().name
+            release.set()
+            with self._lock:
+                self.codes[code] += 1
+            self.stop.wait(0.2)
+
+    def __enter__(self) -> StalledUploads:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+
+
+@pytest.mark.slow
+def test_stalled_uploads_do_not_stop_honest_rounds(cluster: Cluster) -> None:
+    pki = cluster.workdir / "pki"
+    init_pki(pki, clients=8, server_names=["localhost", "127.0.0.1"], days=1)
+    config = base_config(
+        insecure=False,
+        pki_dir=str(pki),
+        profile="active",
+        rounds=5,
+        min_clients=4,
+        max_workers=16,  # 64 stalled streams are 4x the workers
+        upload_idle_timeout_s=2.0,
+    )
+    cluster.start_aggregator(config)
+    attackers = {c: secure_channel(f"127.0.0.1:{cluster.port}", pki, c) for c in (5, 6, 7, 8)}
+    try:
+        with StalledUploads(attackers, per_identity=16, pki=pki) as stalls:
+            time.sleep(2.0)  # every attacker stream open before the first round
+            started = time.monotonic()
+            for c in (1, 2, 3, 4):
+                cluster.start_client(c, ["--pki-dir", str(pki), "--exact-levels"])
+            assert cluster.wait(timeout=60) == 0
+            took = time.monotonic() - started
+    finally:
+        for channel in attackers.values():
+            channel.close()
+    assert completed_exact(cluster) == [0, 1, 2, 3, 4]
+    assert sum(stalls.codes.values()) >= 64
+    assert set(stalls.codes) <= {"FAILED_PRECONDITION", "RESOURCE_EXHAUSTED", "UNAVAILABLE"}
+    log = (cluster.workdir / "aggregator.log").read_text()
+    assert "Traceback" not in log
+    assert took < 45, f"5 rounds under 64 stalled uploads took {took:.1f} s"
+
+
+def test_a_stalled_upload_is_cut_and_the_caps_refuse_the_excess(tmp_path: Path) -> None:
+    """Development mode: the caller is only known from the first chunk, so the caps matter."""
+    from aggregator.server import AggregatorServer
+    from aggregator.settings import AggregatorSettings
+
+    settings = AggregatorSettings(
+        listen="127.0.0.1:0",
+        insecure=True,
+        profile="semi-honest",
+        state_dir=str(tmp_path / "state"),
+        dim=16,
+        max_workers=8,
+        max_uploads=3,
+        upload_idle_timeout_s=1.0,
+        start_timeout_s=600.0,  # no round starts: only the streams are under test
+    )
+    server = AggregatorServer(settings, clients=3)
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        with StalledUploads({1: channel}, per_identity=6, pki=None) as stalls:
+            assert wait_for(lambda: server.servicer.watchdog.cut["idle"] >= 3, timeout=10)
+            assert wait_for(lambda: stalls.codes["RESOURCE_EXHAUSTED"] >= 3, timeout=10)
+        # Silent from the start: cut by the idle timeout (the server cancels the call, so the
+        # client sees CANCELLED). Signed first chunks: refused at once, as no round runs.
+        assert stalls.codes["CANCELLED"] >= 3, stalls.codes
+        assert stalls.codes["FAILED_PRECONDITION"] >= 3, stalls.codes
+        assert set(stalls.codes) <= {"CANCELLED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION"}
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as other:  # workers are free
+            pb_grpc.AggregatorStub(other).Poll(pb.PollRequest(client=2), timeout=5)
+    finally:
+        channel.close()
+        server.stop(0)
