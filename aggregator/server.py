@@ -26,6 +26,7 @@ from prometheus_client import Gauge
 
 from aggregator import spool
 from aggregator.coordinator import Coordinator
+from aggregator.durable import FolderLock
 from aggregator.health import BoundedHealth
 from aggregator.operator import OperatorServer
 from aggregator.preflight import check_round_parameters
@@ -88,6 +89,8 @@ class AggregatorServer:
         roster = _roster(settings, clients)
         keys = roster.signing_keys() if isinstance(roster, Roster) else roster
         check_round_parameters(settings, len(keys))  # before any state is touched
+        # One aggregator per state folder: taken before the store is opened, held until stop.
+        self.folder_lock = FolderLock(Path(settings.state_dir))
         self.store = Store(
             Path(settings.state_dir) / "state.sqlite",
             synchronous=settings.synchronous,
@@ -227,6 +230,7 @@ class AggregatorServer:
         if self._driver.is_alive():  # it may be mid-write: let it finish before closing
             self._driver.join(timeout=10)
         self.store.close()
+        self.folder_lock.release()
 
     def wait(self, *, exit_when_finished: bool) -> None:
         """Block until SIGTERM/SIGINT (or the last round, if asked)."""

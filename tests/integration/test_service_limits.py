@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -27,6 +28,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from aggregator.cluster import CLI, child_env
 from aggregator.pki import init_pki
 from aggregator.server import SERVICE
 from aggregator.tls import secure_channel
@@ -315,3 +317,26 @@ def test_a_stalled_upload_is_cut_and_the_caps_refuse_the_excess(tmp_path: Path) 
     finally:
         channel.close()
         server.stop(0)
+
+
+def test_a_second_aggregator_on_the_same_state_folder_is_refused(cluster: Cluster) -> None:
+    cluster.start_aggregator(base_config(), extra=["--clients", "3"], exit_when_finished=False)
+    first = cluster.aggregator
+    assert first is not None
+    config = cluster.workdir / "aggregator.toml"
+    second = subprocess.run(
+        [*CLI, "aggregator", "serve", "--config", str(config), "--clients", "3"],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=60,
+    )
+    assert second.returncode == 2
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"pid {first.pid}" in lines[0], second.stderr
+    assert "in use by another aggregator" in lines[0]
+    assert answers(cluster.port) == Status.SERVING  # the first one is untouched
+    first.kill()  # the kernel drops the lock with the process, even on kill -9
+    first.wait(timeout=10)
+    cluster.start_aggregator(base_config(), extra=["--clients", "3"], exit_when_finished=False)
+    assert answers(cluster.port) == Status.SERVING
