@@ -49,6 +49,9 @@ class Metrics:
         self.throttled = Counter(
             "secagg_throttled", "Calls refused by the per-client rate limit", registry=r
         )
+        self.undecodable = Counter(
+            "secagg_undecodable", "Request bodies that did not parse (INVALID_ARGUMENT)", registry=r
+        )
         self.round = Gauge("secagg_round", "Current round number", registry=r)
         self.clients_present = Gauge("secagg_clients_present", "Clients seen recently", registry=r)
 

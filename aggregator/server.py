@@ -38,7 +38,6 @@ from aggregator.streams import StreamWatchdog, UploadSlots
 from protocol.faults import fault_point
 from protocol.roster import Roster
 from secagg.errors import ParameterError
-from secagg_pb.v1 import secagg_pb2_grpc as pb_grpc
 
 log = logging.getLogger("secagg.aggregator")
 SERVICE = "secagg.v1.Aggregator"
@@ -145,9 +144,7 @@ class AggregatorServer:
                 settings.max_uploads_per_client,
             ),
         )
-        pb_grpc.add_AggregatorServicer_to_server(  # type: ignore[no-untyped-call]
-            self.servicer, self.server
-        )
+        self.servicer.register(self.server)  # bodies parsed under admission (servicer.py)
         # Not grpc_health's reference servicer: its Watch deadlocks (aggregator/health.py).
         self.health = BoundedHealth()
         self.server.add_generic_rpc_handlers((self.health.handler(),))

@@ -12,7 +12,8 @@ Codes observed (grpcio 1.85.3, protobuf upb):
 - schema-valid fuzz (T30): only application codes from §4.2, never UNKNOWN or INTERNAL;
 - a message over 16 MiB, unary or one stream chunk: RESOURCE_EXHAUSTED from the library;
 - an Upload chunk over 4 MiB (under 16 MiB) and every framing error: INVALID_ARGUMENT (ours);
-- unparsable bytes (T33): INTERNAL "Exception deserializing request!" from the library;
+- unparsable bytes (T33): INVALID_ARGUMENT from the servicer, which parses bodies itself
+  (grpcio's own parse failure was INTERNAL, a traceback and a leak per request; issue 15);
   parsable bytes without a message: INVALID_ARGUMENT;
 - a Poll whose deadline is shorter than the server's wait (T34): OK with no message,
   answered at once, because the servicer caps its wait at the deadline minus 0.5 s;
@@ -66,7 +67,7 @@ ROSTER = (1, 2, 3)
 MIB = 1 << 20
 CAP = (DIM + 1) * 8 + 1024  # the servicer's upload cap for DIM
 SUBMIT = "/secagg.v1.Aggregator/Submit"
-PARSE_ERROR = "Exception deserializing request!"
+PARSE_ERROR = "request body is not a valid ClientMessage"
 Code = grpc.StatusCode
 ALLOWED = frozenset(
     {
@@ -538,12 +539,12 @@ PARSABLE_BUT_EMPTY = {
 
 
 def test_t33_malformed_protobuf_at_the_stub_boundary(make_live: Factory) -> None:
-    """T33: unparsable bytes get the library's INTERNAL, empty ones INVALID_ARGUMENT."""
+    """T33: unparsable and empty bytes get INVALID_ARGUMENT, never INTERNAL."""
     live = make_live()
     submit = _raw_submit(live)
     for name, raw in MALFORMED.items():
         code, details = code_of(lambda r=raw: submit(r, timeout=5))
-        assert (code, details) == (Code.INTERNAL, PARSE_ERROR), name
+        assert (code, details) == (Code.INVALID_ARGUMENT, PARSE_ERROR), name
     for name, raw in PARSABLE_BUT_EMPTY.items():
         code, details = code_of(lambda r=raw: submit(r, timeout=5))
         assert code is Code.INVALID_ARGUMENT, (name, code, details)
@@ -552,8 +553,7 @@ def test_t33_malformed_protobuf_at_the_stub_boundary(make_live: Factory) -> None
     @given(raw=st.binary(max_size=200))
     def garbage(raw: bytes) -> None:
         code, details = code_of(lambda: submit(raw, timeout=5))
-        library = code is Code.INTERNAL and details == PARSE_ERROR
-        assert library or code in ALLOWED, (raw, code, details)
+        assert code in ALLOWED, (raw, code, details)
 
     garbage()
     healthy(live)

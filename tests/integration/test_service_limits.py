@@ -340,3 +340,83 @@ def test_a_second_aggregator_on_the_same_state_folder_is_refused(cluster: Cluste
     first.wait(timeout=10)
     cluster.start_aggregator(base_config(), extra=["--clients", "3"], exit_when_finished=False)
     assert answers(cluster.port) == Status.SERVING
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def send_garbage(port: int, count: int, channel: grpc.Channel | None = None) -> Counter[str]:
+    """``count`` undecodable Submit bodies, 24 in flight at a time; the codes seen.
+
+    24 stays under the server's cap on concurrent calls (2 x max_workers = 32), whose
+    RESOURCE_EXHAUSTED would otherwise mix into what the servicer answers.
+    """
+    codes: Counter[str] = Counter()
+    with channel or grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        submit = channel.unary_unary(
+            "/secagg.v1.Aggregator/Submit",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        bodies = [b"\x0a\xff", b"\xff" * 11, b"\x12\x05\x08\x01", b"\x7b"]
+        for start in range(0, count, 24):
+            stop = min(count, start + 24)
+            futures = [submit.future(bodies[i % 4], timeout=30) for i in range(start, stop)]
+            for f in futures:
+                try:
+                    f.result()
+                    codes["OK"] += 1
+                except grpc.RpcError as exc:
+                    codes[exc.code().name] += 1
+    return codes
+
+
+@pytest.mark.slow
+def test_undecodable_bodies_are_invalid_argument_and_rss_stays_level(cluster: Cluster) -> None:
+    cluster.start_aggregator(base_config(), extra=["--clients", "3"], exit_when_finished=False)
+    assert cluster.aggregator is not None
+    pid = cluster.aggregator.pid
+    send_garbage(cluster.port, 4000)  # warm-up: thread stacks, arenas, caches
+    before = rss_bytes(pid)
+    codes = send_garbage(cluster.port, 20000)
+    growth = rss_bytes(pid) - before
+    assert codes == Counter({"INVALID_ARGUMENT": 20000}), codes
+    assert growth < 10 << 20, f"RSS grew {growth / 1e6:.1f} MB over 20,000 undecodable bodies"
+    assert answers(cluster.port) == Status.SERVING
+    log = (cluster.workdir / "aggregator.log").read_text()
+    assert log.count("Traceback") == 0
+    assert len(log.splitlines()) < 50  # summarised, never a line per request
+
+
+def test_undecodable_bodies_are_rate_limited_per_certificate(tmp_path: Path) -> None:
+    from aggregator.server import AggregatorServer
+    from aggregator.settings import AggregatorSettings
+
+    pki = tmp_path / "pki"
+    init_pki(pki, clients=3, server_names=["localhost", "127.0.0.1"], days=1)
+    settings = AggregatorSettings(
+        listen="127.0.0.1:0",
+        pki_dir=str(pki),
+        state_dir=str(tmp_path / "state"),
+        dim=16,
+        max_workers=16,
+        rate_limit_per_s=1.0,
+        rate_limit_burst=20,
+        operator_listen="127.0.0.1:0",
+    )
+    server = AggregatorServer(settings)
+    server.start()
+    try:
+        channel = secure_channel(f"127.0.0.1:{server.port}", pki, 2)
+        codes = send_garbage(server.port, 100, channel)
+        assert codes["INVALID_ARGUMENT"] in range(20, 25), codes  # the burst, and the refill
+        assert codes["RESOURCE_EXHAUSTED"] == 100 - codes["INVALID_ARGUMENT"], codes
+        assert server.servicer.admission.refused[2] == codes["RESOURCE_EXHAUSTED"]
+        metrics = server.coordinator.metrics.registry.get_sample_value("secagg_undecodable_total")
+        assert metrics == 100
+    finally:
+        server.stop(0)
