@@ -26,6 +26,7 @@ from prometheus_client import Gauge
 
 from aggregator import spool
 from aggregator.coordinator import Coordinator
+from aggregator.diskfull import is_disk_full
 from aggregator.durable import FolderLock
 from aggregator.health import BoundedHealth
 from aggregator.operator import OperatorServer
@@ -43,6 +44,7 @@ log = logging.getLogger("secagg.aggregator")
 SERVICE = "secagg.v1.Aggregator"
 MAX_MESSAGE = 16 * 1024 * 1024
 M_ARENA_MAX = -8  # glibc <malloc.h>
+DRIVER_LOG_EVERY_S = 30.0  # one traceback per this long from a driver that keeps failing
 
 
 def limit_malloc_arenas(count: int) -> bool:
@@ -161,7 +163,11 @@ class AggregatorServer:
 
     def status(self) -> dict[str, Any]:
         """The coordinator's status plus what the state directory retains (`secagg status`)."""
-        return {**self.coordinator.status(), "retention": self.store.retained()}
+        return {
+            **self.coordinator.status(),
+            "retention": self.store.retained(),
+            "disk": self.servicer.disk.status(),
+        }
 
     def _retention_metrics(self) -> None:
         """Gauges read at scrape time: state size on disk, rounds whose bodies are kept."""
@@ -183,11 +189,17 @@ class AggregatorServer:
         ).set_function(lambda: float(self.store.retained()["rounds_with_bodies"]))
 
     def _drive(self) -> None:
+        errors, logged = 0, -DRIVER_LOG_EVERY_S
         while not self._stop.is_set():
             try:
                 self.coordinator.tick()
-            except Exception:  # the driver must survive anything a round throws
-                log.exception("round driver error")
+            except Exception as exc:  # the driver must survive anything a round throws
+                errors += 1
+                if is_disk_full(exc):
+                    self.servicer.disk.record(exc)  # logged once per 30 s there
+                elif time.monotonic() - logged >= DRIVER_LOG_EVERY_S:  # not 20 tracebacks/s
+                    logged = time.monotonic()
+                    log.exception("round driver error (%d so far)", errors)
             if self.coordinator.finished:  # set() is a no-op once it is NOT_SERVING
                 self.health.set(SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
             self._stop.wait(0.05)

@@ -35,6 +35,7 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 
 from aggregator.coordinator import Coordinator
+from aggregator.diskfull import DiskFull, is_disk_full
 from aggregator.ratelimit import Admission, Limits, RateLimited
 from aggregator.spool import SpooledPayload
 from aggregator.streams import Progress, StreamCancelled, StreamWatchdog, UploadSlots
@@ -92,6 +93,8 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
         #: Cuts uploads that stall (no chunk for the idle timeout) or run too long.
         self.watchdog = watchdog or StreamWatchdog(idle_s=0, total_s=0)
         self.upload_slots = upload_slots or UploadSlots(total=0, per_client=0)
+        #: Disk-full refusals (ENOSPC, SQLite's "disk is full"): /status and /metrics.
+        self.disk = DiskFull(coordinator.metrics)
         #: Request bodies that did not parse (also ``secagg_undecodable_total``).
         self.undecodable = 0
         #: Set once the stored state is replayed; until then every call gets UNAVAILABLE.
@@ -108,7 +111,12 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
             if isinstance(exc, StreamCancelled):  # the client went away: nothing to answer
                 log.debug("stream cancelled by the client")
             context.abort(status_of(exc), str(exc)[:500])
-        except Exception:  # never let client input surface as UNKNOWN
+        except Exception as exc:  # never let client input surface as UNKNOWN
+            if is_disk_full(exc):  # retryable: daemons back off and send it again
+                self.disk.record(exc)
+                context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED, "the aggregator's disk is full; retry later"
+                )
             log.exception("internal error while handling a request")
             context.abort(grpc.StatusCode.INTERNAL, "internal error")
         raise AssertionError("unreachable")  # context.abort raises

@@ -15,11 +15,14 @@ Real aggregator and daemon processes on loopback, each test bounded to seconds:
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,7 +72,7 @@ def base_config(**extra: object) -> dict[str, object]:
     return config
 
 
-def completed_exact(cluster: Cluster) -> list[int]:
+def completed_exact(cluster: Cluster, dim: int = DIM) -> list[int]:
     """Rounds recorded as completed, each checked for the exact sum."""
     path = cluster.workdir / "state" / "rounds.jsonl"
     if not path.exists():
@@ -79,7 +82,7 @@ def completed_exact(cluster: Cluster) -> list[int]:
         if r["completed"]:
             survivors = r["survivors"]
             assert isinstance(survivors, list)
-            assert r["total_sha256"] == expected_sha256(survivors, int(str(r["round"])), DIM)
+            assert r["total_sha256"] == expected_sha256(survivors, int(str(r["round"])), dim)
             done.append(int(str(r["round"])))
     return done
 
@@ -420,3 +423,55 @@ def test_undecodable_bodies_are_rate_limited_per_certificate(tmp_path: Path) -> 
         assert metrics == 100
     finally:
         server.stop(0)
+
+
+def operator_status(cluster: Cluster) -> dict[str, object]:
+    log = (cluster.workdir / "aggregator.log").read_text()
+    port = re.findall(r"operator endpoint on http://127.0.0.1:(\d+)", log)[-1]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as reply:
+        status = json.loads(reply.read())
+    assert isinstance(status, dict)
+    return status
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return False
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)])
+    return done.returncode == 0
+
+
+@pytest.mark.slow
+def test_disk_full_during_uploads_is_retryable_and_rounds_recover(cluster: Cluster) -> None:
+    spool = cluster.workdir / "state" / "spool"
+    if not _mount_tmpfs(spool, "256k"):
+        pytest.skip("needs root to mount a small tmpfs as the full disk")
+    try:
+        filler = spool / "filler"
+        with open(filler, "wb", buffering=0) as handle:  # fill it: every upload meets ENOSPC
+            try:
+                while True:
+                    handle.write(b"\0" * 4096)
+            except OSError:
+                pass
+        config = base_config(rounds=2, dim=4096, operator_listen="127.0.0.1:0")
+        config["phase_timeout_s"] = 20.0
+        cluster.start_aggregator(config, extra=["--clients", "3"])
+        for c in (1, 2, 3):
+            cluster.start_client(c, ["--insecure", "--exact-levels"])
+
+        def refused() -> int:
+            disk = operator_status(cluster)["disk"]
+            assert isinstance(disk, dict)
+            return int(disk["disk_full_refusals"])
+
+        assert wait_for(lambda: refused() >= 3, timeout=30)
+        filler.unlink()  # space returns: the daemons' retries go through
+        assert cluster.wait(timeout=60) == 0
+        assert completed_exact(cluster, dim=4096) == [0, 1]
+        log = (cluster.workdir / "aggregator.log").read_text()
+        assert "Traceback" not in log
+        assert 1 <= log.count("disk full:") <= 3  # one warning per 30 s, not one per request
+    finally:
+        subprocess.run(["umount", "-l", str(spool)], check=False)
