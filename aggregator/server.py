@@ -24,7 +24,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 from prometheus_client import Gauge
 
-from aggregator import spool
+from aggregator import spool, statecheck
 from aggregator.coordinator import Coordinator
 from aggregator.diskfull import is_disk_full
 from aggregator.durable import FolderLock
@@ -92,6 +92,7 @@ class AggregatorServer:
         check_round_parameters(settings, len(keys))  # before any state is touched
         # One aggregator per state folder: taken before the store is opened, held until stop.
         self.folder_lock = FolderLock(Path(settings.state_dir))
+        statecheck.check_before_open(Path(settings.state_dir))  # never silently reset
         self.store = Store(
             Path(settings.state_dir) / "state.sqlite",
             synchronous=settings.synchronous,
@@ -217,7 +218,12 @@ class AggregatorServer:
                 self.operator.port,
             )
         fault_point("during_recovery")
-        self.coordinator.recover()
+        try:
+            self.coordinator.recover()
+            statecheck.check_after_recovery(Path(self.settings.state_dir), self.coordinator.round)
+        except BaseException:  # refused: stop serving and release the folder, then say why
+            self.stop(0)
+            raise
         self.store.prune(self.coordinator.round, at=time.time())
         self.servicer.ready.set()
         self._driver.start()

@@ -475,3 +475,33 @@ def test_disk_full_during_uploads_is_retryable_and_rounds_recover(cluster: Clust
         assert 1 <= log.count("disk full:") <= 3  # one warning per 30 s, not one per request
     finally:
         subprocess.run(["umount", "-l", str(spool)], check=False)
+
+
+def serve_once(cluster: Cluster) -> subprocess.CompletedProcess[str]:
+    config = cluster.workdir / "aggregator.toml"
+    return subprocess.run(
+        [*CLI, "aggregator", "serve", "--config", str(config), "--clients", "3"],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=60,
+    )
+
+
+@pytest.mark.slow
+def test_a_deleted_database_is_refused_at_start(cluster: Cluster) -> None:
+    cluster.start_aggregator(base_config(), extra=["--clients", "3"])
+    for c in (1, 2, 3):
+        cluster.start_client(c, ["--insecure", "--exact-levels"])
+    assert cluster.wait(timeout=60) == 0
+    assert completed_exact(cluster) == [0]
+    state = cluster.workdir / "state"
+    for name in ("state.sqlite", "state.sqlite-wal", "state.sqlite-shm"):
+        (state / name).unlink(missing_ok=True)
+    refused = serve_once(cluster)
+    assert refused.returncode == 2
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "state.sqlite is missing" in lines[0], refused.stderr
+    assert "refusing to restart training at round 0" in lines[0]
+    assert not (state / "state.sqlite").exists()  # nothing was recreated
+    assert completed_exact(cluster) == [0]
