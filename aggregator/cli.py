@@ -319,6 +319,12 @@ def _demo_memory(args: argparse.Namespace) -> int:
 
 def _aggregator_serve(args: argparse.Namespace) -> int:
     import logging
+    import os
+
+    # gRPC's C core logs every failed TLS handshake at INFO (one line, about 200 bytes, per
+    # junk connection: 120k of them wrote 25 MB). Before grpc is imported; an operator's
+    # own GRPC_VERBOSITY wins.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
     from aggregator.server import AggregatorServer
     from aggregator.settings import AggregatorSettings, load_settings

@@ -49,6 +49,12 @@ class Metrics:
         self.throttled = Counter(
             "secagg_throttled", "Calls refused by the per-client rate limit", registry=r
         )
+        self.refused = Counter(
+            "secagg_refused",
+            "Calls refused, by the status code answered (rate limits, roster, bad input, ...)",
+            ["code"],
+            registry=r,
+        )
         self.undecodable = Counter(
             "secagg_undecodable", "Request bodies that did not parse (INVALID_ARGUMENT)", registry=r
         )

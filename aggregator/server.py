@@ -44,6 +44,7 @@ log = logging.getLogger("secagg.aggregator")
 SERVICE = "secagg.v1.Aggregator"
 MAX_MESSAGE = 16 * 1024 * 1024
 M_ARENA_MAX = -8  # glibc <malloc.h>
+SUMMARY_EVERY_S = 60.0  # the refused-calls summary line
 DRIVER_LOG_EVERY_S = 30.0  # one traceback per this long from a driver that keeps failing
 
 
@@ -191,7 +192,13 @@ class AggregatorServer:
 
     def _drive(self) -> None:
         errors, logged = 0, -DRIVER_LOG_EVERY_S
+        summarised = time.monotonic()
         while not self._stop.is_set():
+            if time.monotonic() - summarised >= SUMMARY_EVERY_S:
+                summarised = time.monotonic()
+                summary = self.servicer.refusal_summary()
+                if summary:  # one line a minute, however many calls were refused
+                    log.warning("refused in the last %.0f s: %s", SUMMARY_EVERY_S, summary)
             try:
                 self.coordinator.tick()
             except Exception as exc:  # the driver must survive anything a round throws

@@ -95,6 +95,9 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
         self.upload_slots = upload_slots or UploadSlots(total=0, per_client=0)
         #: Disk-full refusals (ENOSPC, SQLite's "disk is full"): /status and /metrics.
         self.disk = DiskFull(coordinator.metrics)
+        #: Refusals by status code since the last summary line (server.py logs one a minute).
+        self.refusals: dict[str, int] = {}
+        self._refusals_lock = threading.Lock()
         #: Request bodies that did not parse (also ``secagg_undecodable_total``).
         self.undecodable = 0
         #: Set once the stored state is replayed; until then every call gets UNAVAILABLE.
@@ -106,6 +109,7 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
         try:
             return call()
         except SecAggError as exc:
+            self._refused(status_of(exc).name)
             if isinstance(exc, RateLimited):
                 self.coordinator.metrics.throttled.inc()
             if isinstance(exc, StreamCancelled):  # the client went away: nothing to answer
@@ -114,6 +118,7 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
         except Exception as exc:  # never let client input surface as UNKNOWN
             if is_disk_full(exc):  # retryable: daemons back off and send it again
                 self.disk.record(exc)
+                self._refused("DISK_FULL")
                 context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED, "the aggregator's disk is full; retry later"
                 )
@@ -197,6 +202,20 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
             raise InvalidMessage(f"request body is not a valid {cls.__name__}")
 
         return self._guard(context, parse)
+
+    def _refused(self, code: str) -> None:
+        """Count one refusal: secagg_refused_total{code} and the periodic summary line."""
+        self.coordinator.metrics.refused.labels(code).inc()
+        with self._refusals_lock:
+            self.refusals[code] = self.refusals.get(code, 0) + 1
+
+    def refusal_summary(self) -> str | None:
+        """One line of the refusals since the last call, or None if there were none."""
+        with self._refusals_lock:
+            counts, self.refusals = self.refusals, {}
+        if not counts:
+            return None
+        return ", ".join(f"{n} {code}" for code, n in sorted(counts.items()))
 
     def _caller(self, context: grpc.ServicerContext, claimed: int) -> int:
         """The authenticated caller's roster id (its certificate's, in production)."""

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -419,8 +420,17 @@ def test_undecodable_bodies_are_rate_limited_per_certificate(tmp_path: Path) -> 
         assert codes["INVALID_ARGUMENT"] in range(20, 25), codes  # the burst, and the refill
         assert codes["RESOURCE_EXHAUSTED"] == 100 - codes["INVALID_ARGUMENT"], codes
         assert server.servicer.admission.refused[2] == codes["RESOURCE_EXHAUSTED"]
-        metrics = server.coordinator.metrics.registry.get_sample_value("secagg_undecodable_total")
-        assert metrics == 100
+        registry = server.coordinator.metrics.registry
+        assert registry.get_sample_value("secagg_undecodable_total") == 100
+        for code in ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"):
+            refused = registry.get_sample_value("secagg_refused_total", {"code": code})
+            assert refused == codes[code], code
+        summary = server.servicer.refusal_summary()  # the line the driver logs each minute
+        assert summary == (
+            f"{codes['INVALID_ARGUMENT']} INVALID_ARGUMENT, "
+            f"{codes['RESOURCE_EXHAUSTED']} RESOURCE_EXHAUSTED"
+        )
+        assert server.servicer.refusal_summary() is None
     finally:
         server.stop(0)
 
@@ -505,3 +515,17 @@ def test_a_deleted_database_is_refused_at_start(cluster: Cluster) -> None:
     assert "refusing to restart training at round 0" in lines[0]
     assert not (state / "state.sqlite").exists()  # nothing was recreated
     assert completed_exact(cluster) == [0]
+
+
+def test_junk_connections_do_not_flood_the_log(cluster: Cluster) -> None:
+    pki = cluster.workdir / "pki"
+    init_pki(pki, clients=3, server_names=["localhost", "127.0.0.1"], days=1)
+    cluster.start_aggregator(base_config(insecure=False, pki_dir=str(pki), profile="active"))
+    log = cluster.workdir / "aggregator.log"
+    before = log.stat().st_size
+    for i in range(400):
+        with socket.create_connection(("127.0.0.1", cluster.port), timeout=5) as junk:
+            junk.sendall(b"GET / HTTP/1.1\r\n\r\n" if i % 2 else b"\x16\x03\x01junk" * 10)
+    with secure_channel(f"127.0.0.1:{cluster.port}", pki, 1) as channel:  # still serving
+        pb_grpc.AggregatorStub(channel).Poll(pb.PollRequest(client=1), timeout=5)
+    assert log.stat().st_size - before < 1000, log.read_text()[-2000:]
