@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -987,6 +988,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except SecAggError as exc:
         print(f"secagg: error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, sqlite3.Error) as exc:  # a missing file, a full disk, a port in use
+        print(f"secagg: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     return code
 

@@ -11,9 +11,11 @@ port fail to bind instead of silently sharing the traffic (grpc#16005, T43).
 from __future__ import annotations
 
 import ipaddress
+import logging
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -32,6 +34,8 @@ from aggregator.pki import (
     verify_issued_by,
 )
 from secagg.errors import ParameterError, SecAggError
+
+log = logging.getLogger("secagg.aggregator")
 
 MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
 """Unary cap both ways; bulk tensors travel as ≤ 4 MiB upload chunks."""
@@ -209,6 +213,25 @@ def check_server_security(
     if not is_ca:
         raise InsecureConfiguration(f"{paths.ca_cert} is not a CA certificate")
     server = _load_cert(paths.server_cert)
+    now = datetime.now(UTC)
+    for path, cert in ((paths.ca_cert, ca), (paths.server_cert, server)):
+        if now > cert.not_valid_after_utc:  # clients would refuse every handshake
+            raise InsecureConfiguration(
+                f"{path} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; "
+                "issue a new one (secagg pki)"
+            )
+        if now < cert.not_valid_before_utc:
+            raise InsecureConfiguration(
+                f"{path} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC "
+                "(is this host's clock right?)"
+            )
+    for secret in (paths.ca_key, paths.roster_key):
+        if secret.exists():  # refused by the lead's call; `pki init` writes them here today
+            log.warning(
+                "%s lies in the aggregator's PKI folder: whoever controls the aggregator can "
+                "issue certificates or re-sign the roster; keep it offline",
+                secret,
+            )
     try:
         verify_issued_by(server, ca)
     except InvalidCertificate:
