@@ -424,12 +424,14 @@ class Coordinator:
         """The body of :meth:`submit`: checks, the machine, the commit, the advance."""
         self._known(client)
         with self._cond:
-            self._last_seen[client] = self._clock()
             machine = self.machine
             if machine is None or round_ != self.round:
                 raise WrongPhase(f"no round {round_} is running (current round {self.round})")
             if session is not None:
                 self._fresh(client, machine.config.nonce, session, nonce or b"")
+            # Present only once the request is for this attempt: a client that only sends
+            # stale requests would otherwise join the next cohort and cost it a timeout.
+            self._last_seen[client] = self._clock()
             excluded = client in machine.excluded
             accepted = machine.accepted_count()
             outcome = "rejected"

@@ -142,7 +142,7 @@ class AggregatorServer:
             max_payload=max_payload,
             admission=Admission(limits),
             spool_dir=spool_dir,
-            watchdog=StreamWatchdog(settings.upload_idle_timeout_s, settings.upload_timeout_s),
+            watchdog=StreamWatchdog(settings.stream_idle_timeout_s, settings.stream_timeout_s),
             upload_slots=UploadSlots(
                 settings.max_uploads or max(1, settings.max_workers // 2),
                 settings.max_uploads_per_client,

@@ -378,13 +378,17 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
                 return self.coordinator.model_bytes(request.round)
 
         data = self._guard(context, run)
-        for offset in range(0, max(len(data), 1), MODEL_CHUNK):
-            yield pb.ModelChunk(
-                round=request.round,
-                offset=offset,
-                total_length=len(data),
-                data=data[offset : offset + MODEL_CHUNK],
-            )
+        # A client that stops reading blocks the send: the watchdog cuts it like a stalled
+        # upload (no chunk taken for the idle timeout), so it cannot hold the worker.
+        with self.watchdog.watch(context) as progress:
+            for offset in range(0, max(len(data), 1), MODEL_CHUNK):
+                yield pb.ModelChunk(
+                    round=request.round,
+                    offset=offset,
+                    total_length=len(data),
+                    data=data[offset : offset + MODEL_CHUNK],
+                )
+                progress.touch()
 
 
 def _chunks(rest: Iterator[pb.UploadChunk], progress: Progress | None) -> Iterator[pb.UploadChunk]:

@@ -45,8 +45,8 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "rate_limit_burst": (0, 1 << 31, False),
     "max_inflight_per_client": (0, MAX_WORKERS, False),
     "upload_bytes_per_s": (0, 1e15, False),
-    "upload_idle_timeout_s": (0, MAX_TIMEOUT_S, False),
-    "upload_timeout_s": (0, MAX_TIMEOUT_S, False),
+    "stream_idle_timeout_s": (0, MAX_TIMEOUT_S, False),
+    "stream_timeout_s": (0, MAX_TIMEOUT_S, False),
     "max_uploads_per_client": (0, MAX_WORKERS, False),
     "max_uploads": (0, MAX_WORKERS, False),
     "malloc_arenas": (0, 1024, False),
@@ -153,13 +153,14 @@ class AggregatorSettings:
     # the largest uploads `dim` allows; an Upload is charged its declared length on its first
     # chunk, before anything is spooled. An honest daemon uploads one masked vector a round.
     upload_bytes_per_s: float = 64.0 * 1024 * 1024
-    # Upload streams (aggregator/streams.py): an Upload that sends no chunk for
-    # upload_idle_timeout_s, or is open longer than upload_timeout_s, is cut
-    # (DEADLINE_EXCEEDED); at most max_uploads_per_client are open per identity (an honest
-    # daemon has one) and max_uploads in total (0: half of max_workers), so stalled
-    # uploads can never hold every worker. 0 turns a limit off.
-    upload_idle_timeout_s: float = 10.0
-    upload_timeout_s: float = 300.0
+    # Streams (aggregator/streams.py): an Upload that sends no chunk, or a GetModel whose
+    # client takes no chunk, for stream_idle_timeout_s, or either open longer than
+    # stream_timeout_s, is cut (the server cancels it); at most max_uploads_per_client
+    # Uploads are open per identity (an honest daemon has one) and max_uploads in total
+    # (0: half of max_workers), so stalled streams can never hold every worker.
+    # 0 turns a limit off.
+    stream_idle_timeout_s: float = 10.0
+    stream_timeout_s: float = 300.0
     max_uploads_per_client: int = 2
     max_uploads: int = 0
     # Development only: with insecure = true, listen on a non-loopback address anyway.

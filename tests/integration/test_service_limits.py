@@ -265,7 +265,7 @@ def test_stalled_uploads_do_not_stop_honest_rounds(cluster: Cluster) -> None:
         rounds=5,
         min_clients=4,
         max_workers=16,  # 64 stalled streams are 4x the workers
-        upload_idle_timeout_s=2.0,
+        stream_idle_timeout_s=2.0,
     )
     cluster.start_aggregator(config)
     attackers = {c: secure_channel(f"127.0.0.1:{cluster.port}", pki, c) for c in (5, 6, 7, 8)}
@@ -301,7 +301,7 @@ def test_a_stalled_upload_is_cut_and_the_caps_refuse_the_excess(tmp_path: Path) 
         dim=16,
         max_workers=8,
         max_uploads=3,
-        upload_idle_timeout_s=1.0,
+        stream_idle_timeout_s=1.0,
         start_timeout_s=600.0,  # no round starts: only the streams are under test
     )
     server = AggregatorServer(settings, clients=3)
@@ -529,3 +529,35 @@ def test_junk_connections_do_not_flood_the_log(cluster: Cluster) -> None:
     with secure_channel(f"127.0.0.1:{cluster.port}", pki, 1) as channel:  # still serving
         pb_grpc.AggregatorStub(channel).Poll(pb.PollRequest(client=1), timeout=5)
     assert log.stat().st_size - before < 1000, log.read_text()[-2000:]
+
+
+def test_a_model_download_that_stops_reading_is_cut(tmp_path: Path) -> None:
+    from aggregator.server import AggregatorServer
+    from aggregator.settings import AggregatorSettings
+
+    settings = AggregatorSettings(
+        listen="127.0.0.1:0",
+        insecure=True,
+        profile="semi-honest",
+        state_dir=str(tmp_path / "state"),
+        dim=4_000_000,  # a 16 MB model: far more than the flow-control window
+        stream_idle_timeout_s=1.0,
+        start_timeout_s=600.0,
+    )
+    server = AggregatorServer(settings, clients=3)
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = pb_grpc.AggregatorStub(channel)
+            stalled = stub.GetModel(pb.ModelRequest(client=1, round=0), timeout=30)
+            first = next(stalled)  # then never read again
+            assert first.total_length > 8 * (1 << 20)
+            assert wait_for(lambda: server.servicer.watchdog.cut["idle"] == 1, timeout=10)
+            with pytest.raises(grpc.RpcError) as cut:
+                for _ in stalled:
+                    pass
+            assert cut.value.code() == grpc.StatusCode.CANCELLED
+            full = b"".join(c.data for c in stub.GetModel(pb.ModelRequest(client=2), timeout=30))
+            assert len(full) == first.total_length  # a reader that keeps reading is never cut
+    finally:
+        server.stop(0)

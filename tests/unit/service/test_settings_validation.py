@@ -58,8 +58,8 @@ BAD: dict[str, list[object]] = {
     "rate_limit_burst": [-1, 400.0, True],
     "max_inflight_per_client": [-1, 8.0, True],
     "upload_bytes_per_s": [NAN, INF, -1, True],
-    "upload_idle_timeout_s": [NAN, -1, INF, "10"],
-    "upload_timeout_s": [NAN, -1, INF, True],
+    "stream_idle_timeout_s": [NAN, -1, INF, "10"],
+    "stream_timeout_s": [NAN, -1, INF, True],
     "max_uploads_per_client": [-1, 2.0, True],
     "max_uploads": [-1, 65, 8.0, True],  # 65 > max_workers = 64
     "allow_insecure_remote": ["false", 0, 1],

@@ -95,3 +95,31 @@ def test_an_operator_port_in_use_is_one_line(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         one_line(serve(config_file(tmp_path, operator_listen=f'"127.0.0.1:{port}"')), "Address")
+
+
+def test_a_stale_request_does_not_make_its_sender_present(tmp_path: Path) -> None:
+    """Issue 15 item 9: presence counts only requests for the running attempt."""
+    from aggregator.coordinator import Coordinator
+    from aggregator.settings import AggregatorSettings
+    from aggregator.spool import SpooledPayload
+    from protocol.errors import WrongPhase
+
+    settings = AggregatorSettings(
+        insecure=True,
+        profile="semi-honest",
+        state_dir=str(tmp_path / "state"),
+        dim=4,
+        start_timeout_s=600.0,
+    )
+    store = Store(tmp_path / "state" / "state.sqlite")
+    coordinator = Coordinator(settings, {1: b"", 2: b"", 3: b""}, store)
+    coordinator.recover()
+    try:
+        with SpooledPayload(None) as payload:
+            payload.write(b"\0" * 40)
+            with pytest.raises(WrongPhase):
+                coordinator.submit_masked(2, 7, payload)  # no round 7 is running
+        coordinator.poll(1, 0, 0, 0.0)
+        assert coordinator.status()["present"] == [1]
+    finally:
+        store.close()
