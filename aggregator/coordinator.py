@@ -300,10 +300,12 @@ class Coordinator:
         if self._clock() >= self._deadline:
             self._abort("the aggregator restarted after the phase deadline")
 
-    def _abort(self, reason: str) -> None:
+    def _abort(self, reason: str, *, durable: bool = True) -> None:
+        """Abort the running attempt; ``durable=False`` when the store cannot be written."""
         machine = self.machine
         assert machine is not None
-        self.store.log(self.epoch, "abort", at=self._clock(), note=reason)
+        if durable:
+            self.store.log(self.epoch, "abort", at=self._clock(), note=reason)
         self._send(machine.abort(reason))
 
     # ------------------------------------------------------------------ client-facing
@@ -442,7 +444,16 @@ class Coordinator:
                 self.metrics.messages.labels(outcome).inc()
                 fault_point("after_receive_before_commit")
                 if machine.accepted_count() > accepted:  # new, not an identical retry
-                    size = log()
+                    try:
+                        size = log()
+                    except Exception as exc:
+                        # The machine holds a message the log lacks, and cannot forget it: an
+                        # identical retry would be acknowledged as "repeated" although never
+                        # recorded. End the attempt (in memory; the store is failing) so no
+                        # round ever completes on a message a restart would not replay.
+                        self._abort(f"could not record client {client}'s message", durable=False)
+                        self._cond.notify_all()
+                        raise exc from None
                     self._bytes_in += size
                     self.metrics.bytes_received.inc(size)
                 if not excluded and client in machine.excluded:  # aborted, rejected or conflicting

@@ -784,3 +784,44 @@ def test_unknown_client_and_stale_round_codes(make_live: Factory) -> None:
         assert code is expected, (name, code, details)
     assert machine.accepted_count() == 0 and machine.excluded == {}
     healthy(live)
+
+
+# ---------------------------------------------------------------- a full disk mid-round
+
+
+def test_a_message_the_log_cannot_record_ends_the_attempt(
+    make_live: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15: never acknowledge (or complete a round on) a message the event log lacks."""
+    import sqlite3
+
+    live = make_live()
+    cohort, starts = start_round(live)
+    coordinator = live.server.coordinator
+    epoch = coordinator.epoch
+    store = live.server.store
+    real_log = store.log
+
+    def full(epoch_: int, kind: str, **kwargs: Any) -> None:
+        if kind == "message":
+            raise sqlite3.OperationalError("database or disk is full")
+        real_log(epoch_, kind, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "log", full)
+    replies = cohort.answer({1: starts[1]})
+    with pytest.raises(grpc.RpcError) as refused:
+        cohort.send(replies)
+    assert refused.value.code() == Code.RESOURCE_EXHAUSTED  # retryable: daemons back off
+
+    def aborted() -> bool:
+        return any(
+            a["epoch"] == epoch and "could not record client 1" in str(a["reason"])
+            for a in coordinator.status()["recent_aborts"]
+        )
+
+    assert wait_for(aborted, timeout=10)
+    monkeypatch.setattr(store, "log", real_log)  # space returns
+    assert wait_for(lambda: coordinator.epoch > epoch, timeout=15)  # a fresh attempt starts
+    assert [e for e in store.events(epoch) if e.kind == "message" and e.client == 1] == []
+    assert live.server.servicer.disk.count == 1
+    healthy(live)
