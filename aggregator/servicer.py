@@ -267,10 +267,11 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
             # caps: the total at once, the caller's own too where its certificate names it.
             with self.upload_slots.any(), self.watchdog.watch(context) as progress:
                 early = self.identify(context, 0)  # 0 in insecure mode: not known yet
-                if early:
-                    self.coordinator.check_upload(self._caller(context, early), None, None)
-                    with self.upload_slots.client(early):
-                        return upload(progress, early)
+                if early:  # admitted like any call, then refused at once outside the cohort
+                    with self.admission.admit(self._caller(context, early)):
+                        self.coordinator.check_upload(early, None, None)
+                        with self.upload_slots.client(early):
+                            return upload(progress, early)
                 return upload(progress, None)
 
         def upload(progress: Progress, early: int | None) -> pb.Ack:
@@ -279,10 +280,12 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
             if first is None:
                 raise InvalidMessage("empty upload")
             assert isinstance(first, pb.UploadChunk)
-            # Identify and admit on the first chunk, before reading any more of the stream.
+            # Identify and admit on the first chunk, before reading any more of the stream
+            # (over mTLS the caller was admitted before it, from its certificate).
             client = self._caller(context, first.client)
+            admitted = self.admission.admit(client) if early is None else nullcontext()
             slot = self.upload_slots.client(client) if early is None else nullcontext()
-            with self.admission.admit(client), slot:
+            with admitted, slot:
                 # A signed upload declares its digest on the first chunk; the signature
                 # covers it, so it is checked before the rest of the stream is read.
                 auth = self._authenticate(
@@ -294,13 +297,13 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
                 )
                 if auth is not None and first.upload_id != auth.nonce.hex():
                     raise AuthenticationFailed("a signed upload's id must be its signed nonce")
+                if first.total_length <= self.max_payload:  # a larger one is refused below
+                    self.admission.charge_bytes(client, first.total_length)  # before spooling
                 # ... and for the running attempt, its sender in the cohort: a stale or
                 # foreign upload is refused now, not after its whole stream is read.
                 self.coordinator.check_upload(
                     client, first.round, None if auth is None else auth.session
                 )
-                if first.total_length <= self.max_payload:  # a larger one is refused below
-                    self.admission.charge_bytes(client, first.total_length)  # before spooling
                 with SpooledPayload(self.spool_dir) as payload:
                     self._receive(
                         first, chunks, payload, signed=auth is not None, progress=progress
