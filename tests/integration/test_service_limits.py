@@ -540,18 +540,21 @@ def test_a_model_download_that_stops_reading_is_cut(tmp_path: Path) -> None:
         insecure=True,
         profile="semi-honest",
         state_dir=str(tmp_path / "state"),
-        dim=4_000_000,  # a 16 MB model: far more than the flow-control window
+        dim=2_000_000,  # an 8 MB model: far more than the client's flow-control window
         stream_idle_timeout_s=1.0,
         start_timeout_s=600.0,
     )
     server = AggregatorServer(settings, clients=3)
     server.start()
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        # No BDP probing: the receive window stays at its default instead of growing until
+        # the whole model fits in the client's buffers (then nothing would stall).
+        options = [("grpc.http2.bdp_probe", 0)]
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}", options=options) as channel:
             stub = pb_grpc.AggregatorStub(channel)
             stalled = stub.GetModel(pb.ModelRequest(client=1, round=0), timeout=30)
             first = next(stalled)  # then never read again
-            assert first.total_length > 8 * (1 << 20)
+            assert first.total_length > 4 * (1 << 20)
             assert wait_for(lambda: server.servicer.watchdog.cut["idle"] == 1, timeout=10)
             with pytest.raises(grpc.RpcError) as cut:
                 for _ in stalled:
