@@ -129,6 +129,10 @@ class Projector(Method):
     """A private orthogonal map before each client's head (Ding et al.; methods.md §7)."""
 
     name = "projector"
+    trust = (
+        "private, exactly as fedavg: an orthogonal map before a private cosine head is "
+        "absorbed into the head (rows W·P), so it hides nothing more from the server"
+    )
 
     def __init__(self, settings: MethodSettings) -> None:
         super().__init__(settings)

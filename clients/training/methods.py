@@ -60,9 +60,11 @@ def rows_of(head: torch.nn.Module) -> torch.Tensor:
 def private_projector(dim: int, *, seed: int) -> torch.Tensor:
     """A client's private random orthogonal map (Ding et al.; methods.md §7).
 
-    Never uploaded: the server sees only the shared backbone's update, so it
-    cannot run the model forward as the client did. Orthogonal, so cosine
-    geometry (what verification uses) is the same for every client.
+    Never uploaded. An accuracy experiment, not a privacy measure: the head
+    is private anyway, and an orthogonal P before a private cosine head with
+    rows W is the same function as the head WP alone, so the server learns
+    exactly what it learns from FedAvg with private heads. Orthogonal, so
+    cosine geometry (what verification uses) is the same for every client.
     """
     generator = torch.Generator().manual_seed(seed)
     q, r = torch.linalg.qr(torch.randn(dim, dim, generator=generator))

@@ -4,7 +4,7 @@ The attack (aggregator/audit/moment_membership.py) scores a candidate face
 ŵ by ŵᵀ(S − what the attacker knows)ŵ. 30 identities (10 clients × 3),
 d = 128, fixed seeds; each AUC pools ≥ 600 enrolled and 600 absent faces,
 so its standard error is about 0.02 and the 0.6 bound sits well clear of
-the measured values (0.50–0.54 with noise).
+the measured values (0.50–0.55 with noise).
 """
 
 from __future__ import annotations
