@@ -10,7 +10,8 @@ protocol then masks it.
 ``method`` adds what a face-FL method does on a client, with the functions
 of :mod:`clients.training.methods` that `secagg experiment` runs too:
 
-- ``projector``: a private orthogonal map before the head, never uploaded;
+- ``projector``: a private orthogonal map before the head, never uploaded (an
+  accuracy experiment: the server learns exactly what it learns from fedavg);
 - ``fedface``: the positive-only loss, S_k/n_k with Gaussian noise (DP,
   charged to this client's S ledger) appended to the masked vector, and the
   spreadout step against the denoised S = Σ_k S_k from the RoundStart;

@@ -1,10 +1,11 @@
 """The client side of every face-FL method, shared by the daemon and `secagg experiment`.
 
 One function per thing a method does on a client (methods.md): the private
-projector (§7), FedFace's positive-only objective, its S_k upload and the
-spreadout step against the securely summed S (§5.3), the DPLC-LSH release
-with its zCDP ledger (§4.4), PrivacyFace's consensus-aware objective against
-the others' clusters (§4.3) and the FedGC-DPC correction (§3.4 a). The
+projector (§7), FedFace's positive-only objective, its noisy S_k upload (with
+its zCDP ledger) and the spreadout step against the securely summed S
+(§5.3), the DPLC-LSH release with its zCDP ledger (§4.4), PrivacyFace's
+consensus-aware objective against the others' clusters (§4.3) and the
+FedGC-DPC correction (§3.4 a). The
 daemon (:mod:`clients.training.face_trainer`) and the experiment's hooks
 (:mod:`aggregator.methods`) both call these, so each method is written once.
 Nothing here talks to a server.
