@@ -5,8 +5,8 @@ projector (§7), FedFace's positive-only objective, its noisy S_k upload (with
 its zCDP ledger) and the spreadout step against the securely summed S
 (§5.3), the DPLC-LSH release with its zCDP ledger (§4.4), PrivacyFace's
 consensus-aware objective against the others' clusters (§4.3) and the
-FedGC-DPC correction (§3.4 a). The
-daemon (:mod:`clients.training.face_trainer`) and the experiment's hooks
+FedGC-DPC correction (§3.4 a). The daemon
+(:mod:`clients.training.face_trainer`) and the experiment's hooks
 (:mod:`aggregator.methods`) both call these, so each method is written once.
 Nothing here talks to a server.
 """
