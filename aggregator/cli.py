@@ -495,6 +495,7 @@ def _experiment(args: argparse.Namespace) -> int:
         dp_sgd_clip=args.dp_sgd_clip,
         dp_sgd_delta=args.dp_sgd_delta,
         dplc_epsilon=args.dplc_epsilon,
+        fedface_epsilon=args.fedface_epsilon,
         fedgc_lambda=args.fedgc_lambda,
         dp_epsilon=args.dp_epsilon,
         dp_noise_multiplier=args.dp_noise_multiplier,
@@ -774,7 +775,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--dplc-epsilon",
         type=float,
         default=8.0,
-        help="privacyface/fedgc: total DPLC ε per client over the run (zCDP, δ = 1e-5)",
+        help="privacyface/fedgc: total DPLC ε per client over the run (zCDP, δ = 1e-5; "
+        "row-level: one class embedding of the released clusters, not one person)",
+    )
+    exp.add_argument(
+        "--fedface-epsilon",
+        type=float,
+        default=1.0,
+        help="fedface: total ε per client of its noisy S_k over the run (zCDP, δ = 1e-5; "
+        "one class embedding's ŵŵᵀ, sensitivity 1)",
     )
     exp.add_argument("--fedgc-lambda", type=float, default=1.0, help="FedGC correction weight λ")
     ddp = exp.add_mutually_exclusive_group()

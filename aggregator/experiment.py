@@ -90,6 +90,8 @@ class ExperimentConfig:
     dp_sgd_delta: float = 1e-5
     # PrivacyFace / FedGC-DPC: the DPLC-LSH budget per client over the whole run.
     dplc_epsilon: float = 8.0
+    # FedFace: the (ε, δ = 1e-5) of each client's noisy S_k over the whole run.
+    fedface_epsilon: float = 1.0
     dplc_delta: float = 1e-5
     dplc_bits: int = 3
     dplc_clusters: int = 4
@@ -379,6 +381,7 @@ def run_experiment(
             dplc_bits=cfg.dplc_bits,
             dplc_clusters=cfg.dplc_clusters,
             fedgc_lambda=cfg.fedgc_lambda,
+            fedface_epsilon=cfg.fedface_epsilon,
         )
     )
     trusted = cfg.algorithm == "fedgc-reference"
@@ -489,6 +492,8 @@ def run_experiment(
         privacy = ""
         if "dplc_epsilon" in extra:
             privacy += f"  DPLC ε {max(extra['dplc_epsilon'].values()):.2f}"
+        if "fedface_epsilon" in extra:
+            privacy += f"  S ε {extra['fedface_epsilon']:.2f}"
         if "dp_sgd_epsilon" in extra:
             privacy += f"  DP-SGD ε {max(extra['dp_sgd_epsilon'].values()):.2f}"
         if "dp_epsilon" in extra:

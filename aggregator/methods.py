@@ -31,6 +31,7 @@ from clients.training.methods import (
     HEAD_M,
     HEAD_S,
     DplcLedger,
+    MomentLedger,
     Objective,
     centre_fidelity,
     cluster_tensors,
@@ -74,6 +75,8 @@ class MethodSettings:
     dplc_bits: int = 3
     dplc_clusters: int = 4
     fedgc_lambda: float = 1.0
+    fedface_epsilon: float = 1.0
+    fedface_delta: float = 1e-5
 
 
 class Method:
@@ -126,6 +129,10 @@ class Projector(Method):
     """A private orthogonal map before each client's head (Ding et al.; methods.md §7)."""
 
     name = "projector"
+    trust = (
+        "private, exactly as fedavg: an orthogonal map before a private cosine head is "
+        "absorbed into the head (rows W·P), so it hides nothing more from the server"
+    )
 
     def __init__(self, settings: MethodSettings) -> None:
         super().__init__(settings)
@@ -148,7 +155,14 @@ class FedFace(Method):
     """Positive-only loss and the private spreadout from the secure sum S (methods.md §5.3)."""
 
     name = "fedface"
-    trust = "private: the server sees the aggregate update and S = Σ ŵŵᵀ (a secure sum)"
+    trust = (
+        "private: the server sees the aggregate update and S = Σ (ŵŵᵀ + Gaussian noise), "
+        "each client's noise charged to its own (ε, δ) ledger"
+    )
+
+    def __init__(self, settings: MethodSettings) -> None:
+        super().__init__(settings)
+        self._ledgers: dict[int, MomentLedger] = {}
 
     def extra_dim(self) -> int:
         return self.settings.embedding_dim**2
@@ -156,15 +170,30 @@ class FedFace(Method):
     def objective(self, client: int, head: torch.nn.Module) -> Objective | None:
         return fedface_objective(head)
 
+    def _ledger(self, client: int) -> MomentLedger:
+        if client not in self._ledgers:  # the client's private randomness (seeded to repeat runs)
+            self._ledgers[client] = MomentLedger(
+                self.settings.fedface_epsilon,
+                self.settings.fedface_delta,
+                budget=self.settings.rounds,
+                noise=np.random.default_rng([self.settings.seed, client, 0xFACE]),
+            )
+        return self._ledgers[client]
+
     def upload_extra(self, client: int, head: torch.nn.Module, weight: int) -> np.ndarray:
-        return fedface_extra(head, weight)
+        return fedface_extra(head, weight, self._ledger(client))
 
     def after_round(
         self, extra_sum: np.ndarray, heads: dict[int, torch.nn.Module], round_: int
     ) -> dict[str, Any]:
-        for head in heads.values():  # each client spreads its own rows out against S
-            fedface_spreadout(head, extra_sum)
-        return {}
+        for client, head in heads.items():  # each client spreads its own rows out against S
+            fedface_spreadout(head, extra_sum, self._ledger(client).last)
+        ledgers = self._ledgers.values()
+        return {
+            "fedface_sigma": next(iter(ledgers)).sigma if ledgers else None,
+            "fedface_epsilon": max((led.epsilon for led in ledgers), default=0.0),
+            "fedface_delta": self.settings.fedface_delta,
+        }
 
 
 class _DplcReleases(Method):

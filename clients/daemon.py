@@ -48,6 +48,7 @@ from secagg_pb import codec
 if TYPE_CHECKING:
     from clients.dp import ClientDp  # dp-accounting: loaded only when DP is configured
     from clients.he_daemon import HERound, LocalModel  # TenSEAL: loaded by HE rounds only
+    from secagg.dp import RoundPrivacy
 
 log = logging.getLogger("secagg.client")
 Trainer = Callable[[np.ndarray, int], LocalUpdate]
@@ -60,7 +61,16 @@ def model_hash(model_bytes: bytes) -> bytes:
 
 
 #: What a trainer's ``last`` may add to this client's own metrics file (never sent).
-LOCAL_FIGURES = ("method", "dplc_releases", "dplc_epsilon", "dplc_epsilon_round", "dplc_delta")
+LOCAL_FIGURES = (
+    "method",
+    "dplc_releases",
+    "dplc_epsilon",
+    "dplc_epsilon_round",
+    "dplc_delta",
+    "fedface_releases",
+    "fedface_epsilon",
+    "fedface_sigma",
+)
 
 
 @dataclass
@@ -120,6 +130,9 @@ class Daemon:
         #: Distributed DP (clients/dp.py): noisy levels instead of the update.
         self.dp = dp
         self._survivors = 0
+        #: This round's distributed-DP charge (made before the unmasking shares leave).
+        self._dp_entry: RoundPrivacy | None = None
+        self._dp_pending = False
         #: The base model of the running masked round (the ledger's key).
         self._model_hash: bytes | None = None
 
@@ -171,6 +184,12 @@ class Daemon:
         start = time.perf_counter()
         replies = machine.handle(msg)  # type: ignore[arg-type]
         self._times["crypto_s"] += time.perf_counter() - start
+        if isinstance(msg, UnmaskRequest) and self._dp_pending and replies:
+            # The unmasking shares release the noisy sum: charge it durably first (once).
+            assert self.dp is not None
+            if machine.phase.value != ClientPhase.ABORTED.value:
+                self._dp_entry = self.dp.record(self._survivors)
+                self._dp_pending = False
         for out in replies:
             if isinstance(out, MaskedInput) and self._model_hash is not None:
                 self.ledger.contribute(self._model_hash)  # durably, before it leaves
@@ -246,6 +265,7 @@ class Daemon:
         self._times = dict.fromkeys(self._times, 0.0)
         self._bytes_up = 0
         self._survivors = 0
+        self._dp_entry, self._dp_pending = None, False
         start = time.perf_counter()
         raw = self.transport.model(config.round)
         self._times["network_s"] += time.perf_counter() - start
@@ -265,7 +285,12 @@ class Daemon:
             if not isinstance(machine, ClientMachine) or update.vector is None:
                 raise ParameterError("distributed DP needs a masked round and a float update")
             self.dp.prepare(config)  # refuses a config that does not carry this client's plan
+            over = self.dp.budget_problem(config)
+            if over:  # before the masked input (or anything secret) leaves
+                self._refuse(config.round, f"refused by this client's policy: {over}")
+                return
             levels = self.dp.levels(update.vector, self.rng)  # NoiseTailExceeded: sit out
+            self._dp_pending = True
             machine.set_levels(levels, weight=1, model_hash=digest)
         elif update.levels is not None:
             machine.set_levels(update.levels, weight=update.weight, model_hash=digest)
@@ -362,8 +387,8 @@ class Daemon:
         if isinstance(loss, int | float):
             record["loss"] = float(loss)
         record |= {k: self._info[k] for k in LOCAL_FIGURES if k in self._info}
-        if self.dp is not None and self.dp.plan is not None and self._survivors:
-            entry = self.dp.record(self._survivors)
+        entry = self._dp_entry
+        if entry is not None:
             record |= {
                 "dp_survivors": entry.survivors,
                 "dp_epsilon_round": entry.epsilon,

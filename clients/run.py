@@ -77,7 +77,8 @@ def make_trainer(settings: ClientSettings) -> Trainer:
     if settings.trainer == "face":
         from clients.training.face_trainer import FaceTrainer, FaceTrainingSettings
 
-        trainer = FaceTrainer(settings.id, FaceTrainingSettings(**settings.training))
+        state = Path(settings.state_dir) if settings.state_dir else None  # the DP ledgers
+        trainer = FaceTrainer(settings.id, FaceTrainingSettings(**settings.training), state)
     else:
         trainer = SyntheticTrainer(settings.id, weight=settings.weight, exact=settings.exact_levels)
     if settings.dump_updates_dir:
@@ -140,11 +141,13 @@ def _metrics_writer(path: str) -> RoundReport | None:
 def _client_dp(settings: ClientSettings) -> ClientDp | None:
     if settings.dp_noise_multiplier <= 0:
         return None
-    from clients.dp import ClientDp
+    from clients.dp import LEDGER_FILE, ClientDp
 
     return ClientDp(
         settings.dp_noise_multiplier,
         settings.dp_clip,
         colluders=settings.colluders,
         delta=settings.dp_delta,
+        epsilon_budget=settings.dp_epsilon_budget,
+        path=Path(settings.state_dir) / LEDGER_FILE if settings.state_dir else None,
     )

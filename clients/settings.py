@@ -40,6 +40,9 @@ class ClientSettings:
     dp_noise_multiplier: float = 0.0
     dp_clip: float = 1.0
     dp_delta: float = 1e-5
+    # The ε (at dp_delta) this client spends on distributed DP in all, kept in
+    # <state_dir>/dp-ledger.json across restarts; a round that could exceed it is refused.
+    dp_epsilon_budget: float = 10.0
     # This client's own per-round figures (loss, train/crypto/network seconds, bytes up)
     # as JSON lines on its own disk; "" = off. Nothing here is sent to the aggregator.
     metrics_file: str = ""
@@ -56,6 +59,8 @@ class ClientSettings:
             raise ParameterError(f"unknown trainer {self.trainer!r} (available: {TRAINERS})")
         if self.dp_noise_multiplier < 0 or self.dp_clip <= 0 or not 0 < self.dp_delta < 1:
             raise ParameterError("dp_noise_multiplier ≥ 0, dp_clip > 0 and 0 < dp_delta < 1")
+        if not self.dp_epsilon_budget > 0:
+            raise ParameterError("dp_epsilon_budget must be positive")
         if self.training and self.trainer != "face":
             raise ParameterError('a [client.training] table needs trainer = "face"')
         self.client_policy()  # refuses a bad [client.policy] table at start

@@ -10,14 +10,20 @@ protocol then masks it.
 ``method`` adds what a face-FL method does on a client, with the functions
 of :mod:`clients.training.methods` that `secagg experiment` runs too:
 
-- ``projector``: a private orthogonal map before the head, never uploaded;
-- ``fedface``: the positive-only loss, S_k/n_k appended to the masked
-  vector, and the spreadout step against S = Σ_k S_k from the RoundStart;
+- ``projector``: a private orthogonal map before the head, never uploaded (an
+  accuracy experiment: the server learns exactly what it learns from fedavg);
+- ``fedface``: the positive-only loss, S_k/n_k with Gaussian noise (DP,
+  charged to this client's S ledger) appended to the masked vector, and the
+  spreadout step against the denoised S = Σ_k S_k from the RoundStart;
 - ``fedgc`` (FedGC-DPC) and ``privacyface``: one DPLC-LSH release of the
   head's rows per round (DP, charged to this client's zCDP ledger), the only
   thing sent in the clear; the others' releases arrive with the next
   RoundStart and drive the correction (fedgc) or the consensus-aware loss
   (privacyface).
+
+With ``state_dir`` the DP ledgers (DPLC, FedFace S) are files there,
+written before each release leaves and read when the trainer is built: a
+restart keeps the spent budget, an unreadable ledger stops the client.
 
 Every party builds the same initial model from ``seed`` (:func:`initial_model`),
 so the aggregator never needs torch: it is handed the flat vector.
@@ -28,6 +34,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +50,7 @@ from clients.training.flatten import ParamSpec, flatten, spec_of, unflatten_into
 from clients.training.heads import init_head_from_features, margin_head
 from clients.training.methods import (
     DplcLedger,
+    MomentLedger,
     Objective,
     dplc_config,
     fedface_extra,
@@ -99,6 +107,11 @@ class FaceTrainingSettings:
     dplc_bits: int = 3
     dplc_clusters: int = 4
     fedgc_lambda: float = 1.0
+    # fedface: Gaussian noise on each S_k (sensitivity 1: one class embedding's ŵŵᵀ), with
+    # (ε, δ) split over fedface_releases releases (one per round); the next is refused.
+    fedface_epsilon: float = 1.0
+    fedface_delta: float = 1e-5
+    fedface_releases: int = 10
     # projector: seed of the private map; -1 draws it from the OS when the daemon starts.
     projector_seed: int = -1
 
@@ -110,6 +123,15 @@ class FaceTrainingSettings:
         check_method(self.method)  # fedgc-reference: refused, saying why
         if self.dplc_epsilon <= 0 or not 0 < self.dplc_delta < 1 or self.dplc_releases < 1:
             raise ParameterError("dplc_epsilon > 0, 0 < dplc_delta < 1 and dplc_releases ≥ 1")
+        if not (
+            0 < self.fedface_epsilon < float("inf")
+            and 0 < self.fedface_delta < 1
+            and self.fedface_releases >= 1
+        ):
+            raise ParameterError(
+                "fedface_epsilon must be positive and finite (S is never sent without noise), "
+                "0 < fedface_delta < 1 and fedface_releases ≥ 1"
+            )
         if self.dplc_clusters < 1 or self.fedgc_lambda < 0:
             raise ParameterError("dplc_clusters must be ≥ 1 and fedgc_lambda ≥ 0")
 
@@ -150,12 +172,20 @@ def initial_model(settings: FaceTrainingSettings, channels: int = 1) -> np.ndarr
     return flatten(backbone, spec_of(backbone)).astype(np.float32)
 
 
+DPLC_LEDGER_FILE = "dplc-ledger.json"
+FEDFACE_LEDGER_FILE = "fedface-ledger.json"
+
+
 @dataclass
 class FaceTrainer:
-    """The daemon's training hook: ``trainer(model, round) -> LocalUpdate``."""
+    """The daemon's training hook: ``trainer(model, round) -> LocalUpdate``.
+
+    ``state_dir``: where the DP ledgers live (None: in memory, tests only).
+    """
 
     client: int
     settings: FaceTrainingSettings
+    state_dir: Path | None = None
     last: dict[str, Any] = field(default_factory=dict)
     _data: FaceDataset | None = None
     _backbone: torch.nn.Module | None = None
@@ -164,7 +194,29 @@ class FaceTrainer:
     _state: MethodState | None = None
     _applied: int = -1  # the round of the last method state applied to the head
     _ledger: DplcLedger | None = None
+    _moments: MomentLedger | None = None
     _projector: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        """Read this client's DP ledgers now: a corrupt one stops the daemon at start."""
+        s = self.settings
+        folder = self.state_dir
+        if s.method in RELEASING:  # private noise: OS entropy, never a seed anyone else knows
+            self._ledger = DplcLedger(
+                s.dplc(),
+                s.dplc_delta,
+                budget=s.dplc_releases,
+                noise=np.random.default_rng(secrets.randbits(128)),
+                path=None if folder is None else folder / DPLC_LEDGER_FILE,
+            )
+        elif s.method == "fedface":
+            self._moments = MomentLedger(
+                s.fedface_epsilon,
+                s.fedface_delta,
+                budget=s.fedface_releases,
+                noise=np.random.default_rng(secrets.randbits(128)),
+                path=None if folder is None else folder / FEDFACE_LEDGER_FILE,
+            )
 
     @property
     def method(self) -> str:
@@ -228,8 +280,9 @@ class FaceTrainer:
             backbone, head, data, local, device=device, objective=self._objective(head)
         )
         delta = np.clip(flatten(backbone, spec) - theta, -s.clip, s.clip)
-        if s.method == "fedface":  # S_k / n_k rides in the masked vector; the sum restores S
-            delta = np.concatenate([delta, fedface_extra(head, len(data))])
+        if s.method == "fedface":  # noisy S_k / n_k rides in the masked vector (charged first)
+            assert self._moments is not None
+            delta = np.concatenate([delta, fedface_extra(head, len(data), self._moments)])
         release = self._release(head, round_) if s.method in RELEASING else None
         self.last = {
             "round": round_,
@@ -244,6 +297,12 @@ class FaceTrainer:
                 "dplc_epsilon": self._ledger.epsilon,
                 "dplc_epsilon_round": self._ledger.epsilon_per_release,
                 "dplc_delta": self._ledger.delta,
+            }
+        if self._moments is not None:
+            self.last |= {
+                "fedface_releases": self._moments.spent.releases,
+                "fedface_epsilon": self._moments.epsilon,
+                "fedface_sigma": self._moments.sigma,
             }
         return LocalUpdate(delta, None, len(data), release=release)
 
@@ -279,7 +338,8 @@ class FaceTrainer:
         if s.method == "fedface" and moment is not None:
             if moment.shape != (s.embedding_dim, s.embedding_dim):
                 raise ParameterError(f"S is {moment.shape}; this client's d is {s.embedding_dim}")
-            fedface_spreadout(head, moment)
+            own = self._moments.last if self._moments is not None else None
+            fedface_spreadout(head, moment, own)
         elif s.method == "fedgc":
             others = self._others()
             if len(others):
@@ -298,10 +358,7 @@ class FaceTrainer:
     def _release(self, head: torch.nn.Module, round_: int) -> ClusterRelease:
         """This round's DPLC-LSH release, charged to the ledger before it leaves."""
         s = self.settings
-        if self._ledger is None:  # private noise: OS entropy, never a seed anyone else knows
-            config = s.dplc()
-            noise = np.random.default_rng(secrets.randbits(128))
-            self._ledger = DplcLedger(config, s.dplc_delta, budget=s.dplc_releases, noise=noise)
+        assert self._ledger is not None  # built with the trainer (__post_init__)
         planes = release_planes(s.seed, round_, s.dplc_bits, s.embedding_dim)
         clusters = self._ledger.release(rows_of(head).detach().cpu().double().numpy(), planes)
         return ClusterRelease.of(

@@ -6,10 +6,18 @@ R(W) = Σ_{i≠j} (ŵ_i·ŵ_j)², whose gradient for row i needs only the second
 moment S = Σ_j ŵ_j ŵ_jᵀ: ∂R/∂ŵ_i = 4 (S − ŵ_i ŵ_iᵀ) ŵ_i. S is a *secure sum*
 of each client's S_k, so templates never leave their client; each client
 steps its own rows along the sphere's tangent space.
+
+S alone lets any client test whether a face is enrolled elsewhere (ŵᵀSŵ
+rises by 1 when ŵ is in the sum), so each client adds Gaussian noise to its
+S_k before it leaves (:class:`clients.training.methods.MomentLedger`) and the
+receivers denoise the sum (:func:`denoise_moment`).
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual torch alias
 
@@ -51,3 +59,27 @@ def spreadout_steps(
         tangent = grad - (grad * w).sum(dim=1, keepdim=True) * w
         w = F.normalize(w - lr * tangent, dim=1)
     return w
+
+
+def denoise_moment(noisy: np.ndarray, *, margin: float = 1.1) -> np.ndarray:
+    """An estimate of a second moment S from S + N, N with i.i.d. Gaussian entries.
+
+    S is symmetric, so the antisymmetric part of S + N is pure noise: it gives
+    the noise scale s without trusting anyone's announced σ. The symmetric
+    part's noise is then a Wigner matrix whose eigenvalues stay below 2s√d;
+    eigen-directions above that edge (× ``margin``) are kept, their values
+    de-biased (a spike θ shows at θ + s²d/θ), and the rest dropped. With
+    noise-free input (s = 0) this returns the PSD part of S unchanged.
+    """
+    d = noisy.shape[0]
+    sym = (noisy + noisy.T) / 2
+    anti = (noisy - noisy.T) / 2
+    off = ~np.eye(d, dtype=bool)
+    s2 = float(np.mean(anti[off] ** 2)) if d > 1 else 0.0
+    edge = 2.0 * math.sqrt(s2 * d)
+    values, vectors = np.linalg.eigh(sym)
+    keep = values > max(margin * edge, 1e-9)
+    lam = values[keep]
+    theta = (lam + np.sqrt(np.maximum(lam**2 - 4.0 * s2 * d, 0.0))) / 2
+    estimate: np.ndarray = (vectors[:, keep] * theta) @ vectors[:, keep].T
+    return estimate

@@ -8,12 +8,16 @@ clusters to everyone costs nothing beyond the accounted budget.
 
 DPLC-LSH (§4.4, our DP-correct variant of the paper's DPLC): a public
 per-round SimHash splits the sphere into 2^b buckets; the client releases a
-Gaussian-noised count for *every* bucket (sensitivity 1 per identity), keeps
+Gaussian-noised count for *every* bucket (sensitivity 1 per row), keeps
 the Q noisy-largest (post-processing) and releases their Gaussian-noised sums
 of unit rows (joint L2 sensitivity 1: a row lies in one bucket). Both are
 Gaussian mechanisms, so one release costs ρ = 1/(2σ_n²) + 1/(2σ_s²) in zCDP;
 releases compose additively and ε = ρ + 2·√(ρ·ln(1/δ)) (Bun & Steinke 2016).
-The DP unit is one identity (one row).
+The DP unit is one row of the client's head (adding or removing one class
+embedding) in the released counts and centres: row-level DP on the
+releases, not a per-person guarantee (a person with rows at several
+clients is covered only by group privacy), and nothing about the backbone
+update, which secure aggregation protects.
 """
 
 from __future__ import annotations

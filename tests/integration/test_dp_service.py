@@ -4,7 +4,7 @@ Real aggregator and daemon processes. Four daemons share the aggregator's DP
 settings; a fifth is configured with less noise, finds that the round's
 quantiser does not carry its own plan, and refuses every round, which then
 completes without it. Each honest daemon's ledger charges the survivors named
-in the unmasking request, so ε grows round by round.
+in the unmasking request, durably in its state_dir, so ε grows round by round.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clients.dp import LEDGER_FILE, ClientDp
 from tests.integration.harness import Cluster
 
 pytestmark = pytest.mark.integration
@@ -82,6 +83,9 @@ def test_dp_rounds_complete_charge_epsilon_and_refuse_a_mismatched_plan(
         assert first["dp_epsilon_round"] > 0
         assert first["dp_epsilon"] == pytest.approx(first["dp_epsilon_round"])
         assert second["dp_epsilon"] > first["dp_epsilon"]
+        # Charged durably in the client's state_dir: what a restarted daemon reads back.
+        state = cluster.workdir / f"client-{c}.state" / LEDGER_FILE
+        assert ClientDp(1.0, 1.0, path=state).epsilon == pytest.approx(second["dp_epsilon"])
     checkpoints = sorted((cluster.workdir / "state" / "checkpoints").glob("model-*.npy"))
     model = np.load(checkpoints[-1])
     assert model.shape == (DIM,) and np.all(np.isfinite(model)) and np.any(model != 0)

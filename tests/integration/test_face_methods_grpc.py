@@ -8,7 +8,8 @@ update, the method state each round started from, the release sent) and
 metrics files:
 
 - fedface: the S every daemon received equals Σ_k S_k of the last round,
-  rebuilt from the dumped updates (S_k/n_k · n_k), within the quantisation;
+  rebuilt from the dumped updates (noisy S_k/n_k · n_k), within the
+  quantisation, and each daemon charged its S ledger once a round;
 - fedgc, privacyface: the releases broadcast are byte for byte those the
   daemons sent the round before, and each ledger grows by one release a round;
 - projector: the uploads are the backbone alone.
@@ -26,7 +27,7 @@ import pytest
 
 from aggregator.cluster import LocalCluster
 from clients.training.face_trainer import FaceTrainingSettings, initial_model
-from clients.training.privacyface import zcdp_epsilon
+from clients.training.privacyface import sigma_for_budget, zcdp_epsilon
 from protocol.method_messages import ClusterRelease, MethodState
 from secagg_pb import codec
 from secagg_pb.v1 import secagg_pb2 as pb
@@ -53,7 +54,17 @@ def training(method: str) -> FaceTrainingSettings:
         dplc_epsilon=2000.0,  # clusters with signal on 16 rows (the DP is still accounted)
         dplc_bits=1,
         dplc_releases=ROUNDS,
+        fedface_epsilon=2000.0,  # S with signal on 48 rows (the noise is still drawn, charged)
+        fedface_releases=ROUNDS,
     )
+
+
+def trace_tolerance(settings: FaceTrainingSettings) -> float:
+    """|trace S − 48| allows six standard deviations of the CLIENTS·d noisy diagonal entries."""
+    sigma = sigma_for_budget(
+        settings.fedface_epsilon, settings.fedface_delta, releases=ROUNDS, mechanisms=1
+    )
+    return 6 * sigma * float(np.sqrt(CLIENTS * settings.embedding_dim)) + 0.01
 
 
 def run(tmp_path: Path, method: str, **overrides: Any) -> tuple[Path, int, list[dict[str, Any]]]:
@@ -142,8 +153,12 @@ def test_fedface_daemons_receive_the_secure_sum_of_their_second_moments(tmp_path
         # Each client's S_k/n_k is rounded to one level: Σ n_k·level/2 at most, plus float32.
         bound = total_weight * (2 * CLIP / (LEVELS - 1)) + 1e-5 * np.abs(expected).max()
         assert np.max(np.abs(moment.reshape(-1) - expected)) <= bound
-        assert np.abs(np.diag(moment).sum() - 48) < 0.1  # trace = number of unit rows
+        # trace = number of unit rows, plus each client's noise on its diagonal
+        assert np.abs(np.diag(moment).sum() - 48) < trace_tolerance(training("fedface"))
     assert state(run_dir, 1, 0).moment == b""  # nothing to spread out against in round 0
+    for c in range(1, CLIENTS + 1):  # one S release charged a round, in the client's metrics
+        assert [row["fedface_releases"] for row in metrics(run_dir, c)] == [1, 2]
+    assert len(list(run_dir.rglob("fedface-ledger.json"))) == CLIENTS  # each in its state_dir
 
 
 @pytest.mark.parametrize("method", ["fedgc", "privacyface"])

@@ -19,7 +19,7 @@ from clients.training import face_trainer as face_trainer_module
 from clients.training.face_trainer import FaceTrainer, FaceTrainingSettings, initial_model
 from clients.training.fedface import second_moment
 from clients.training.methods import DplcLedger, dplc_config, rows_of
-from clients.training.privacyface import zcdp_epsilon
+from clients.training.privacyface import sigma_for_budget, zcdp_epsilon
 from protocol.method_messages import ClusterRelease, MethodState
 from secagg.errors import ParameterError
 
@@ -58,16 +58,41 @@ def test_the_ledger_charges_each_release_and_refuses_past_its_budget() -> None:
     assert ledger.releases == 3
 
 
-def test_fedface_appends_its_second_moment_divided_by_its_weight() -> None:
-    t, theta = trainer("fedface")
+def test_fedface_appends_its_noisy_second_moment_divided_by_its_weight() -> None:
+    t, theta = trainer("fedface", fedface_epsilon=16.0)  # σ ≈ 1.2: nothing reaches the clip
     update = t(theta, 0)
     assert update.vector is not None and update.release is None
     assert update.vector.size == theta.size + 64
-    head = t._head
-    assert head is not None
+    head, ledger = t._head, t._moments
+    assert head is not None and ledger is not None
+    extra = update.vector[theta.size :]
+    assert np.max(np.abs(extra)) <= 1.0  # inside the clip
     s_k = second_moment(rows_of(head)).numpy().reshape(-1)
-    assert np.allclose(update.vector[theta.size :] * update.weight, s_k, atol=1e-5)
-    assert np.max(np.abs(update.vector[theta.size :])) <= 1.0  # inside the clip
+    residual = extra * update.weight - s_k
+    assert ledger.sigma == pytest.approx(sigma_for_budget(16.0, 1e-5, releases=10, mechanisms=1))
+    assert 0.8 * ledger.sigma < np.std(residual) < 1.2 * ledger.sigma
+    assert ledger.spent.releases == 1 and t.last["fedface_epsilon"] > 0
+
+
+def test_the_default_s_noise_is_epsilon_one_over_ten_releases() -> None:
+    t, _ = trainer("fedface")
+    assert t._moments is not None
+    assert t._moments.sigma == pytest.approx(15.5, abs=0.05)
+
+
+def test_fedface_extra_carries_s_k_when_the_noise_is_negligible() -> None:
+    t, theta = trainer("fedface", fedface_epsilon=1e9)
+    update = t(theta, 0)
+    assert update.vector is not None and t._head is not None
+    s_k = second_moment(rows_of(t._head)).numpy().reshape(-1)
+    assert np.allclose(update.vector[theta.size :] * update.weight, s_k, atol=1e-3)
+
+
+def test_fedface_refuses_an_s_release_past_its_budget() -> None:
+    t, theta = trainer("fedface", fedface_releases=1)
+    t(theta, 0)
+    with pytest.raises(ParameterError, match="FedFace S budget covers 1 releases"):
+        t(theta, 1)
 
 
 def test_fedface_spreads_its_rows_out_against_the_received_moment() -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from aggregator.experiment import ExperimentConfig, run_experiment
 from clients.training.fedface import (
+    denoise_moment,
     frame_potential,
     second_moment,
     spreadout_gradient,
@@ -74,3 +76,27 @@ def test_fedface_runs_through_secure_aggregation(tmp_path: Path) -> None:
     for row in rounds:
         assert row["parity_max_abs_error"] <= row["parity_bound"]
     assert report["shared_parameters"] > 0
+
+
+def test_denoising_keeps_a_noise_free_moment_and_drops_pure_noise() -> None:
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((40, 16))
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    exact = rows.T @ rows
+    assert np.allclose(denoise_moment(exact), exact, atol=1e-9)  # s = 0: unchanged
+    noise = rng.normal(0.0, 15.5, size=(16, 16))  # one client's default S noise
+    assert np.abs(denoise_moment(noise)).max() == 0.0
+
+
+def test_denoising_recovers_a_collapse_that_stands_above_the_noise() -> None:
+    rng = np.random.default_rng(1)
+    d, sigma, clients = 32, 15.5, 10
+    direction = rng.standard_normal(d)
+    direction /= np.linalg.norm(direction)
+    rows = direction + 0.05 * rng.standard_normal((3000, d))  # 3,000 collapsed identities
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    exact = rows.T @ rows
+    noisy = exact + rng.normal(0.0, sigma * np.sqrt(clients), size=(d, d))
+    top = np.linalg.eigh(denoise_moment(noisy))[1][:, -1]
+    assert abs(top @ direction) > 0.99  # the collapse direction, not the noise's
+    assert np.linalg.norm(denoise_moment(noisy) - exact) < 0.2 * np.linalg.norm(exact)
