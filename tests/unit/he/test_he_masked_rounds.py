@@ -4,6 +4,7 @@ Real processes: tests/integration/test_he_masked_grpc.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +20,16 @@ from aggregator.store import Store
 from clients.he_daemon import HEMaskedRound, LocalModel
 from clients.training.synthetic import SyntheticTrainer, exact_levels
 from protocol.client import ClientPhase
-from protocol.errors import InvalidMessage, WrongPhase
-from protocol.he_masked import HEMaskedServerMachine
-from protocol.he_messages import AnyServerMessage, HEMaskedStart, HEUpload
-from protocol.messages import MaskedInput
+from protocol.errors import AuthenticationFailed, InvalidMessage, WrongPhase
+from protocol.he_masked import HEMaskedClientMachine, HEMaskedServerMachine
+from protocol.he_messages import (
+    AnyServerMessage,
+    HEJoin,
+    HEKeyDelivery,
+    HEMaskedStart,
+    HEUpload,
+)
+from protocol.messages import AdvertiseKeys, MaskedInput, ServerAbort
 from protocol.policy import ClientPolicy
 from protocol.server import ServerPhase
 from secagg.errors import ParameterError
@@ -217,3 +224,60 @@ def test_two_rounds_with_a_restart_and_a_bad_upload(tmp_path: Path) -> None:
     assert state["round"] == 2 and state["in_sync"] == list(records[1]["survivors"])
     models = [clients[c].local.model for c in records[1]["survivors"]]  # type: ignore[union-attr]
     assert all(np.array_equal(m, models[0]) for m in models)  # every copy took the same step
+
+
+# ---------------------------------------------------------------- the machine's host interface
+
+
+def test_ceremony_messages_count_once_and_bad_ones_lose_nothing() -> None:
+    """What the coordinator relies on: accepted_count, waiting_for, exclusions, clear errors."""
+    rng = DeterministicRandomSource("he-masked-host")
+    signing = {c: signing_key(rng) for c in (1, 2, 3)}
+    roster = {c: k.public for c, k in signing.items()}
+    config = he_rounds.make_masked_config(
+        round_=0,
+        clients=(1, 2, 3),
+        threshold=3,
+        dim=DIM,
+        clip=1.0,
+        levels=LEVELS,
+        max_weight=1,
+        learning_rate=1.0,
+        nonce=bytes(32),
+        lineage=bytes(32),
+    )
+    server = HEMaskedServerMachine(config, roster=roster)
+    machines = {
+        c: HEMaskedClientMachine(
+            c,
+            rng=DeterministicRandomSource(f"host-{c}"),
+            signing_key=signing[c],
+            roster=roster,
+            policy=ClientPolicy(colluders=0),
+        )
+        for c in (1, 2, 3)
+    }
+    replies = {c: machines[c].handle(HEMaskedStart(config)) for c in (1, 2, 3)}
+    join, advertise = replies[1]
+    assert isinstance(join, HEJoin) and isinstance(advertise, AdvertiseKeys)
+    assert server.waiting_for() == {1, 2, 3}
+    server.receive(1, join)
+    server.receive(1, join)  # an identical retry is not a new message
+    assert server.accepted_count() == 1 and server.waiting_for() == {1, 2, 3}
+    server.receive(1, advertise)
+    assert server.accepted_count() == 2 and server.waiting_for() == {2, 3}
+    assert not server.ready_to_advance()
+    forged = dataclasses.replace(replies[2][0], signature=bytes(64))
+    with pytest.raises(AuthenticationFailed):
+        server.receive(2, forged)  # excluded: the roster key does not sign it
+    assert set(server.excluded) == {2} and server.accepted_count() == 2
+    with pytest.raises(WrongPhase, match="not accepted"):
+        server.receive(3, HEKeyDelivery(3, 0, b"", ()))  # not the key holder, not now
+    with pytest.raises(WrongPhase, match="no place"):
+        server.receive(3, HEUpload(3, 0, (), b""))
+    assert 3 not in server.excluded and server.accepted_count() == 2
+    for msg in replies[3]:
+        server.receive(3, msg)
+    assert server.ready_to_advance() and server.accepted_count() == 4
+    assert server.abort("operator")[0][1] == ServerAbort("operator")
+    assert server.aborted and server.waiting_for() == set()
