@@ -45,7 +45,9 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     c.stop()
 
 
-def start(cluster: Cluster, clients: tuple[int, ...], *, kill: int | None = None) -> None:
+def start(
+    cluster: Cluster, clients: tuple[int, ...], *, kill: int | None = None, secure: bool = False
+) -> None:
     pki = cluster.workdir / "pki"
     init_pki(pki, clients=len(clients), server_names=["localhost", "127.0.0.1"], days=1)
     cluster.start_aggregator(
@@ -53,7 +55,8 @@ def start(cluster: Cluster, clients: tuple[int, ...], *, kill: int | None = None
             "listen": "127.0.0.1:0",
             "state_dir": "state",
             "pki_dir": str(pki),
-            "insecure": True,  # loopback without TLS; requests and the protocol stay signed
+            # insecure: loopback without TLS; requests and the protocol stay signed
+            **({} if secure else {"insecure": True}),
             "mode": "bfv-masked",
             "dim": DIM,
             "rounds": 2,
@@ -71,7 +74,7 @@ def start(cluster: Cluster, clients: tuple[int, ...], *, kill: int | None = None
             f'[client]\nweight = {c}\nexact_levels = true\ndump_updates_dir = "dump-{c}"\n'
             f'state_dir = "ledger-{c}"\n'
         )
-        args = ["--config", str(toml), "--pki-dir", str(pki), "--insecure"]
+        args = ["--config", str(toml), "--pki-dir", str(pki)] + ([] if secure else ["--insecure"])
         fault = "before_send_MaskedInput@0" if c == kill else None
         cluster.start_client(c, args, fault=fault)
 
@@ -127,8 +130,12 @@ def check_ledgers(cluster: Cluster, clients: tuple[int, ...]) -> None:
         assert len(contributed) == 2, (c, doc)
 
 
-def test_bfv_masked_rounds_are_exact(cluster: Cluster) -> None:
-    start(cluster, (1, 2, 3))
+@pytest.mark.parametrize(
+    "secure",
+    [pytest.param(False, id="insecure"), pytest.param(True, marks=pytest.mark.slow, id="mtls")],
+)
+def test_bfv_masked_rounds_are_exact(cluster: Cluster, secure: bool) -> None:
+    start(cluster, (1, 2, 3), secure=secure)
     assert cluster.wait(timeout=150) == 0
     rounds = [r for r in cluster.rounds() if r["completed"]]
     assert [r["round"] for r in rounds] == [0, 1]
