@@ -13,7 +13,9 @@ before training, and sends the trainer's DP cluster release, if any, right
 after it (request-signed like every Submit). In ckks rounds the HEStart
 carries the state instead, bound into the announced lineage, and FedFace's
 S is the one this client recovered from its last decrypted sum
-(:mod:`clients.he_daemon`).
+(:mod:`clients.he_daemon`). A bfv-masked round (HEMaskedStart) is checked
+against the policy as that mode, the lineage and the ledger before anything
+is trained or sent, then runs :class:`clients.he_daemon.HEMaskedRound`.
 """
 
 from __future__ import annotations
