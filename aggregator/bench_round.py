@@ -6,7 +6,8 @@ server step. The modes run one after another in one call, so their ratio is
 measured in one run. ``ckks`` rounds cover the key ceremony, encryption, the
 ciphertext sum and every client's decryption (the aggregator ends its round
 when it sends the sum; the clients' decryption and step overlap the next
-round's start).
+round's start). ``bfv-masked`` rounds add SecAgg's masks inside the BFV
+plaintexts, Shamir unmasking and the mask correction under encryption.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from protocol.params import find_parameters
 from protocol.simulation import make_config
 from secagg.errors import ParameterError
 
-MODES = ("plain", "secagg", "secagg+", "ckks")
+MODES = ("plain", "secagg", "secagg+", "ckks", "bfv-masked")
 
 
 def _settings(mode: str, clients: int, dim: int, rounds: int) -> dict[str, Any]:
@@ -44,6 +45,8 @@ def _settings(mode: str, clients: int, dim: int, rounds: int) -> dict[str, Any]:
         return {**base, "profile": "active", "degree": graph[0], "threshold": graph[1]}
     if mode == "ckks":  # homomorphic rounds: the aggregator sums CKKS ciphertexts
         return {**base, "mode": "ckks"}
+    if mode == "bfv-masked":  # the hybrid: SecAgg's masks inside BFV plaintexts
+        return {**base, "mode": "bfv-masked"}
     raise ParameterError(f"mode {mode!r} is not built (available: {', '.join(MODES)})")
 
 

@@ -854,7 +854,7 @@ def build_parser() -> argparse.ArgumentParser:
     rnd.add_argument(
         "--mode",
         action="append",
-        choices=("plain", "secagg", "secagg+", "ckks"),
+        choices=("plain", "secagg", "secagg+", "ckks", "bfv-masked"),
         help="repeatable; default plain and secagg+",
     )
     rnd.add_argument("--rounds", type=int, default=3)

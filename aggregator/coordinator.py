@@ -48,6 +48,7 @@ from protocol.he_messages import (
     HEConfig,
     HEJoin,
     HEKeyDelivery,
+    HEMaskedConfig,
     HEStart,
     HEUpload,
 )
@@ -64,9 +65,11 @@ from secagg_pb import codec
 from secagg_pb.v1 import secagg_pb2 as pb
 
 if TYPE_CHECKING:
-    from protocol.he_flow import HEServerMachine  # TenSEAL: loaded in ckks mode only
+    from protocol.he_flow import HEServerMachine  # TenSEAL: loaded in HE modes only
+    from protocol.he_masked import HEMaskedServerMachine
 
-    Machine = ServerMachine | PlainServer | HEServerMachine
+    Machine = ServerMachine | PlainServer | HEServerMachine | HEMaskedServerMachine
+    HEMachine = HEServerMachine | HEMaskedServerMachine
 
 log = logging.getLogger("secagg.aggregator")
 Clock = Callable[[], float]
@@ -176,9 +179,9 @@ class Coordinator:
         self.round = 0
         self.epoch = 0
         self.machine: Machine | None = None
-        #: mode = "ckks": rounds done, the model's lineage, who holds the current model.
+        #: HE modes (ckks, bfv-masked): rounds done, the model's lineage, who holds the model.
         self.he: he_rounds.HEState | None = None
-        if settings.mode == "ckks":
+        if settings.mode in ("ckks", "bfv-masked"):
             self.he = he_rounds.HEState(0, model_hash(self.model), None)
         #: A face-FL method's extras, releases and next state (None: plain FedAvg).
         self.methods: MethodRounds | None = None
@@ -187,7 +190,7 @@ class Coordinator:
         self.finished = False
         self.history: deque[RoundRecord] = deque(maxlen=HISTORY)  # bounded: soak runs
         self._outbox: dict[int, list[AnyServerMessage]] = {}
-        #: ckks mode: the previous attempt's outboxes, so a late poll still gets the sum.
+        #: HE modes: the previous attempt's outboxes, so a late poll still gets the sum.
         self._previous: tuple[int, dict[int, list[AnyServerMessage]]] | None = None
         self._last_seen: dict[int, float] = {}
         #: Request nonces seen per client in the running attempt (replay refusal, T28).
@@ -230,17 +233,25 @@ class Coordinator:
                 raise StoreError(f"stored config of epoch {attempt.epoch} is unreadable") from exc
             self._replay(attempt.epoch, config, started=attempt.started)
 
-    def _decode_config(self, raw: bytes) -> RoundConfig | HEConfig:
+    def _decode_config(self, raw: bytes) -> RoundConfig | HEConfig | HEMaskedConfig:
+        if self.settings.mode == "bfv-masked":
+            return codec.he_masked_config_from_proto(pb.HEMaskedConfig.FromString(raw))
         if self.he is not None:
             return codec.he_config_from_proto(pb.HEConfig.FromString(raw))
         return codec.config_from_proto(pb.RoundConfig.FromString(raw))
 
-    def _encode_config(self, config: RoundConfig | HEConfig) -> bytes:
+    def _encode_config(self, config: RoundConfig | HEConfig | HEMaskedConfig) -> bytes:
+        if isinstance(config, HEMaskedConfig):
+            return codec.he_masked_config_to_proto(config).SerializeToString()
         if isinstance(config, HEConfig):
             return codec.he_config_to_proto(config).SerializeToString()
         return codec.config_to_proto(config).SerializeToString()
 
-    def _machine_for(self, config: RoundConfig | HEConfig) -> Machine:
+    def _machine_for(self, config: RoundConfig | HEConfig | HEMaskedConfig) -> Machine:
+        if isinstance(config, HEMaskedConfig):
+            from protocol.he_masked import HEMaskedServerMachine
+
+            return HEMaskedServerMachine(config, roster={c: self.roster[c] for c in config.clients})
         if isinstance(config, HEConfig):
             from protocol.he_flow import HEServerMachine
 
@@ -250,7 +261,9 @@ class Coordinator:
         roster = {c: self.roster[c] for c in config.clients} if config.profile == "active" else {}
         return ServerMachine(config, roster=roster)
 
-    def _replay(self, epoch: int, config: RoundConfig | HEConfig, *, started: float) -> None:
+    def _replay(
+        self, epoch: int, config: RoundConfig | HEConfig | HEMaskedConfig, *, started: float
+    ) -> None:
         self.epoch = epoch
         machine = self._machine_for(config)
         self.machine = machine
@@ -521,7 +534,7 @@ class Coordinator:
     def _late(self, client: int, epoch: int, after: int) -> AnyServerMessage | None:
         """HE mode: an unread message of the previous attempt, if the client polls for it.
 
-        In ckks mode a client that misses a round's encrypted sum falls behind
+        In HE modes a client that misses a round's encrypted sum falls behind
         for good (only the clients hold the model), so the next attempt
         starting must not skip it (in memory only: a restart forgets it).
         """
@@ -533,14 +546,15 @@ class Coordinator:
     def model_bytes(self, round_: int) -> bytes:
         """The global model for ``round_`` (only the current one is served).
 
-        In ckks mode the aggregator holds θ₀ only and serves it for round 0
+        In HE modes the aggregator holds θ₀ only and serves it for round 0
         (a client without a model asks for it); later models exist only on the clients.
         """
         with self._cond:
             if self.he is not None:
                 if round_ != 0:
                     raise WrongPhase(
-                        f"model of round {round_} is not here: in ckks mode the aggregator "
+                        f"model of round {round_} is not here: in {self.settings.mode} mode the "
+                        "aggregator "
                         "holds only the initial model (round 0), the clients hold the rest"
                     )
                 return self.model.astype("<f4").tobytes()
@@ -605,8 +619,21 @@ class Coordinator:
     def _threshold(self, n: int) -> int:
         return round_threshold(self.settings, n, len(self.roster))
 
-    def _config(self, cohort: tuple[int, ...]) -> RoundConfig | HEConfig:
+    def _config(self, cohort: tuple[int, ...]) -> RoundConfig | HEConfig | HEMaskedConfig:
         s = self.settings
+        if self.he is not None and s.mode == "bfv-masked":
+            return he_rounds.make_masked_config(
+                round_=self.round,
+                clients=cohort,
+                threshold=self._threshold(len(cohort)),  # active, complete graph
+                dim=s.vector_dim,
+                clip=s.clip,
+                levels=s.levels,
+                max_weight=s.max_weight,
+                learning_rate=s.learning_rate,
+                nonce=self._rng.random_bytes(32),
+                lineage=self.he.lineage,  # FedAvg only: no method state to bind
+            )
         if self.he is not None:
             return he_rounds.make_config(
                 round_=self.round,
@@ -751,7 +778,7 @@ class Coordinator:
         if self.round >= self.settings.rounds:
             self.finished = True
 
-    def _finish_he_round(self, machine: HEServerMachine) -> None:
+    def _finish_he_round(self, machine: HEMachine) -> None:
         """An HE round: no model step (the clients take it); the lineage moves on instead."""
         assert self.he is not None
         blobs = machine.result_blobs
@@ -775,7 +802,9 @@ class Coordinator:
             if self.methods is not None:  # the releases go with the next HEStart
                 self.methods.finish_he(self.round)
                 self.methods.save()  # before the round's commit, as in masked rounds
-            self.he = self.he.after(self.round, blobs, machine.contributors)
+            # Who holds the next model: the clients the sum went to (bfv-masked: those
+            # that unmasked, a subset of the contributors).
+            self.he = self.he.after(self.round, blobs, machine.recipients)
             he_rounds.save_state(self.store.path.parent, self.he)  # the commit of the round
             self.round = self.he.round
             self.store.finish_attempt(self.epoch, "completed")

@@ -1,8 +1,10 @@
-"""The aggregator's part in homomorphic (CKKS) rounds over gRPC (``mode = "ckks"``).
+"""The aggregator's part in homomorphic rounds over gRPC (``mode = "ckks"``, ``"bfv-masked"``).
 
-The coordinator drives :class:`protocol.he_flow.HEServerMachine` exactly as
-it drives SecAgg's machine (same log, replay and deadlines); this module holds
-what differs for the host:
+The coordinator drives :class:`protocol.he_flow.HEServerMachine` (ckks) and
+:class:`protocol.he_masked.HEMaskedServerMachine` (bfv-masked: SecAgg's masks
+inside BFV plaintexts, so no single client holding the key can read another's
+upload) exactly as it drives SecAgg's machine (same log, replay and
+deadlines); this module holds what differs for the host, in both modes:
 
 - **No model after θ₀.** The aggregator sums ciphertexts with a keyless
   context and never sees the aggregate, so it takes no FedAvg step: it serves
@@ -11,10 +13,11 @@ what differs for the host:
 - **The lineage instead of a model hash.** Each round's HEConfig announces
   the model's lineage: θ₀'s hash chained over the digest of every encrypted
   sum sent so far. Clients check it against their own chain.
-- **Who is in sync.** Only the contributors of the last completed round got
-  its sum, so only they can hold the current model; later cohorts are drawn
-  from them. A client that misses a round's sum stays out from then on: its
-  model can be recovered only from a peer, which is not built.
+- **Who is in sync.** Only the clients the last completed round's sum went
+  to (its contributors; in bfv-masked the clients that unmasked) can hold the
+  current model; later cohorts are drawn from them. A client that misses a
+  round's sum stays out from then on: its model can be recovered only from a
+  peer, which is not built.
 - **Durable state** is this round counter, the lineage and that set, in
   ``he-state.json`` (written atomically before the attempt is marked
   completed, as SecAgg's checkpoint is). The record of each round keeps the
@@ -32,11 +35,15 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aggregator.durable import replace_file
-from protocol.he_messages import MIN_CONTRIBUTORS, HEConfig
+from protocol.he_messages import MIN_CONTRIBUTORS, HEConfig, HEMaskedConfig
 from protocol.he_model import next_lineage, sum_digest
 from secagg.errors import ParameterError
+
+if TYPE_CHECKING:
+    from aggregator.settings import AggregatorSettings
 
 STATE_FILE = "he-state.json"
 #: The gRPC message cap (aggregator.server.MAX_MESSAGE): the encrypted sum travels in one.
@@ -147,6 +154,104 @@ def make_config(
         clip=clip,
         max_weight=max_weight,
         levels=2,  # BFV's quantisation; unused by CKKS
+        nonce=nonce,
+        model_hash=lineage,
+        learning_rate=learning_rate,
+    )
+
+
+# ---------------------------------------------------------------- bfv-masked
+
+#: A masked upload's framing: a length per ciphertext and the signature, the signature itself.
+_UPLOAD_FRAMING = 1024
+
+
+def max_masked_dim() -> int:
+    """The largest model whose encrypted BFV sum (two polynomials a ciphertext) fits one message."""
+    from secagg import he
+
+    params = he.BFV_8192
+    per_ciphertext = he.blob_bounds(params, fresh=False)[1]
+    ciphertexts = (WIRE_LIMIT - WIRE_SLACK) // per_ciphertext
+    return int(ciphertexts * params.values_per_ciphertext - 1)  # one slot holds the weight
+
+
+def masked_upload_cap(vector_dim: int) -> int:
+    """Bytes a bfv-masked MaskedInput may hold: its fresh ciphertexts and their framing."""
+    from secagg import he
+
+    params = he.BFV_8192
+    chunks = he.chunk_count(params, vector_dim + 1)
+    return chunks * (he.blob_bounds(params, fresh=True)[1] + 8) + _UPLOAD_FRAMING
+
+
+def check_masked(settings: AggregatorSettings) -> None:
+    """Refuse, at start-up, a bfv-masked deployment that could not run a round.
+
+    The hybrid is SecAgg's active profile on the complete graph with FedAvg;
+    its n-client sum must fit BFV's plain modulus t for the largest cohort.
+    """
+    s = settings
+    if s.profile != "active" or s.degree:
+        raise ParameterError(
+            'mode = "bfv-masked" runs the active profile on the complete graph '
+            '(profile = "active", degree = 0)'
+        )
+    if s.method != "fedavg" or s.dp_noise_multiplier > 0:
+        raise ParameterError(
+            'mode = "bfv-masked" runs FedAvg without distributed DP (method = "fedavg", '
+            "dp_noise_multiplier = 0)"
+        )
+    limit = max_masked_dim()
+    if s.vector_dim > limit:
+        raise ParameterError(
+            f'mode = "bfv-masked" carries models of at most {limit} values (the encrypted sum '
+            f"travels in one {WIRE_LIMIT >> 20} MiB message); dim = {s.vector_dim}"
+        )
+    if not math.isfinite(s.clip) or s.clip <= 0:
+        raise ParameterError("clip must be finite and positive")
+    try:  # the largest cohort's config: the n-client sum of (levels − 1)·max_weight fits t
+        make_masked_config(
+            round_=0,
+            clients=tuple(range(1, MAX_COHORT + 1)),
+            threshold=MAX_COHORT,
+            dim=s.vector_dim,
+            clip=s.clip,
+            levels=s.levels,
+            max_weight=s.max_weight,
+            learning_rate=s.learning_rate,
+            nonce=bytes(32),
+            lineage=bytes(32),
+        )
+    except ParameterError as exc:
+        raise ParameterError(
+            f'mode = "bfv-masked" with levels = {s.levels} and max_weight = {s.max_weight}: {exc}'
+        ) from exc
+
+
+def make_masked_config(
+    *,
+    round_: int,
+    clients: tuple[int, ...],
+    threshold: int,
+    dim: int,
+    clip: float,
+    levels: int,
+    max_weight: int,
+    learning_rate: float,
+    nonce: bytes,
+    lineage: bytes,
+) -> HEMaskedConfig:
+    """The round's bfv-masked config; the lowest id holds the key (any member would do)."""
+    return HEMaskedConfig(
+        round=round_,
+        clients=clients,
+        threshold=threshold,
+        dim=dim,
+        key_holder=clients[0],
+        clip=clip,
+        levels=levels,
+        max_weight=max_weight,
         nonce=nonce,
         model_hash=lineage,
         learning_rate=learning_rate,

@@ -127,6 +127,10 @@ class AggregatorServer:
             maximum_concurrent_rpcs=settings.max_workers * 2,
         )
         max_payload = (settings.vector_dim + 1) * 8 + 1024
+        if settings.mode == "bfv-masked":  # the masked vector travels as BFV ciphertexts
+            from aggregator.he_rounds import masked_upload_cap
+
+            max_payload = masked_upload_cap(settings.vector_dim)
         limits = Limits(
             rate=settings.rate_limit_per_s,
             burst=settings.rate_limit_burst,

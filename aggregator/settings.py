@@ -13,7 +13,7 @@ from protocol.config import PROFILES, Profile
 from protocol.method_messages import extra_dim
 from secagg.errors import ParameterError
 
-MODES = ("secagg", "ckks")
+MODES = ("secagg", "ckks", "bfv-masked")
 MAX_DIM = 1 << 27  # 134M coordinates: a masked vector of 1 GiB; far beyond any face model
 MAX_TIMEOUT_S = 7 * 86400.0  # larger waits overflow the threading primitives
 MAX_WORKERS = 4096
@@ -112,7 +112,10 @@ class AggregatorSettings:
     # aggregator only sums ciphertexts, never holds a key or the aggregate, serves the
     # initial model only and leaves the model to the clients (aggregator/he_rounds.py).
     # ckks needs the PKI's signing keys (pki_dir, also with insecure = true).
-    mode: Literal["secagg", "ckks"] = "secagg"
+    # "bfv-masked": the same with SecAgg's masks inside BFV plaintexts (protocol/he_masked.py),
+    # so a client holding the key cannot read another's upload; active profile, complete
+    # graph, FedAvg, pki_dir required.
+    mode: Literal["secagg", "ckks", "bfv-masked"] = "secagg"
     clip: float = 1.0
     levels: int = 1 << 16
     max_weight: int = 1
@@ -190,6 +193,12 @@ class AggregatorSettings:
             from aggregator.he_rounds import check_dim  # loads TenSEAL: ckks mode only
 
             check_dim(self.vector_dim)  # the model and a method's extras (FedFace's S_k/n_k)
+        if self.mode == "bfv-masked":
+            if not self.pki_dir:
+                raise ParameterError('mode = "bfv-masked" needs pki_dir: its rounds are signed')
+            from aggregator.he_rounds import check_masked  # loads TenSEAL: this mode only
+
+            check_masked(self)
         if self.rounds < 1 or self.dim < 1:
             raise ParameterError("rounds and dim must be positive")
         if not self.insecure and not self.pki_dir:

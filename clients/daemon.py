@@ -13,7 +13,9 @@ before training, and sends the trainer's DP cluster release, if any, right
 after it (request-signed like every Submit). In ckks rounds the HEStart
 carries the state instead, bound into the announced lineage, and FedFace's
 S is the one this client recovered from its last decrypted sum
-(:mod:`clients.he_daemon`).
+(:mod:`clients.he_daemon`). A bfv-masked round (HEMaskedStart) is checked
+against the policy as that mode, the lineage and the ledger before anything
+is trained or sent, then runs :class:`clients.he_daemon.HEMaskedRound`.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from clients.training.synthetic import LocalUpdate
 from clients.transport import Transport
 from protocol.client import ClientMachine, ClientPhase
 from protocol.faults import fault_point
-from protocol.he_messages import HEStart
+from protocol.he_messages import HEMaskedStart, HEStart, HEUpload
 from protocol.messages import ClientAbort, MaskedInput, RoundStart, UnmaskRequest
 from protocol.method_messages import ClusterRelease, model_digest
 from protocol.plain import PlainClient
@@ -44,10 +46,15 @@ from secagg.errors import ParameterError, SecAggError
 from secagg.primitives.signing import SigningKey
 from secagg.rng import RandomSource, SystemRandomSource
 from secagg_pb import codec
+from secagg_pb.v1 import secagg_pb2 as pb
 
 if TYPE_CHECKING:
     from clients.dp import ClientDp  # dp-accounting: loaded only when DP is configured
-    from clients.he_daemon import HERound, LocalModel  # TenSEAL: loaded by HE rounds only
+    from clients.he_daemon import (  # TenSEAL: loaded by HE rounds only
+        HEMaskedRound,
+        HERound,
+        LocalModel,
+    )
     from secagg.dp import RoundPrivacy
 
 log = logging.getLogger("secagg.client")
@@ -121,7 +128,7 @@ class Daemon:
         self._times = {"train_s": 0.0, "crypto_s": 0.0, "network_s": 0.0}
         self._bytes_up = 0
         self._info: dict[str, object] = {}
-        self._machine: ClientMachine | PlainClient | HERound | None = None
+        self._machine: ClientMachine | PlainClient | HERound | HEMaskedRound | None = None
         self._round = -1
         #: HE rounds: this client's own model between rounds (the aggregator has none).
         self._he_local: LocalModel | None = None
@@ -157,7 +164,9 @@ class Daemon:
             except Exception as exc:
                 # A message that does not decode (an invalid config, a malformed field)
                 # or breaks anything downstream ends this round for this client only.
-                self._abandon(f"unusable server message ({type(exc).__name__}: {exc})")
+                reason = f"unusable server message ({type(exc).__name__}: {exc})"
+                self._tell_masked_abort(reply.message, reason)
+                self._abandon(reason)
             if self.max_rounds is not None and len(self.stats.rounds_completed) >= self.max_rounds:
                 return self.stats
 
@@ -176,6 +185,13 @@ class Daemon:
             except SecAggError as exc:
                 self._abandon(f"cannot join: {exc}")
                 return
+        elif isinstance(msg, HEMaskedStart):
+            self._close_round()
+            try:
+                self._start_masked_he_round(msg)
+            except SecAggError as exc:
+                self._refuse(msg.config.round, f"cannot join: {exc}")
+                return
         machine = self._machine
         if machine is None:
             return
@@ -191,7 +207,7 @@ class Daemon:
                 self._dp_entry = self.dp.record(self._survivors)
                 self._dp_pending = False
         for out in replies:
-            if isinstance(out, MaskedInput) and self._model_hash is not None:
+            if isinstance(out, MaskedInput | HEUpload) and self._model_hash is not None:
                 self.ledger.contribute(self._model_hash)  # durably, before it leaves
             fault_point(f"before_send_{type(out).__name__}", self._round)
             start = time.perf_counter()
@@ -337,6 +353,11 @@ class Daemon:
         local = self._he_local
         update = None
         if HERound.current(local, msg):  # a model that is behind is not trained on
+            problem = self._refusal(None, config.model_hash, config.nonce)
+            if problem:  # the differencing rule: at most one upload per model (and lineage)
+                self._refuse(config.round, problem)
+                return
+            self._model_hash = config.model_hash  # contributed before the HEUpload leaves
             receive = getattr(self.trainer, "receive", None)
             if state is not None and receive is not None:
                 if local.moment:  # FedFace: S recovered from the last sum this client applied
@@ -360,6 +381,88 @@ class Daemon:
             dump_dir=self._dump_dir,
         )
         self._times["crypto_s"] += time.perf_counter() - start
+
+    def _start_masked_he_round(self, msg: HEMaskedStart) -> None:
+        """A bfv-masked round: the policy (as that mode), the lineage, the ledger, then train.
+
+        Nothing leaves before the policy and the ledger admitted the round: a
+        refusal is one ClientAbort naming the rule.
+        """
+        from clients.he_daemon import HEMaskedRound, LocalModel
+
+        config = msg.config
+        self._round = config.round
+        self._model_hash = None
+        problem = self.policy.check(config.secagg(), roster_size=len(self.roster), hybrid=True)
+        if problem:  # before the model is downloaded or anything is trained
+            self._refuse(config.round, f"refused by this client's policy: {problem}")
+            return
+        if self.method != "fedavg":
+            raise ParameterError(
+                f"the aggregator runs bfv-masked FedAvg, this client is configured for "
+                f"{self.method!r} ([client.training] method): not joining"
+            )
+        if self.dp is not None:  # never train and upload without the noise this client plans
+            raise ParameterError("distributed DP runs in masked rounds only, not in bfv-masked")
+        if self.signing_key is None:
+            raise ParameterError("bfv-masked rounds are signed: this client has no signing key")
+        self._times = dict.fromkeys(self._times, 0.0)
+        self._bytes_up = 0
+        if self._he_local is None:
+            start = time.perf_counter()
+            self._he_local = LocalModel.initial(self.transport.model(0))
+            self._times["network_s"] += time.perf_counter() - start
+        local = self._he_local
+        if local.lineage != config.model_hash:
+            self._refuse(
+                config.round,
+                "this client's model is behind the announced lineage (it missed a round's "
+                "sum): it sits the round out",
+            )
+            return
+        problem = self._refusal(None, config.model_hash, config.nonce)
+        if problem:  # the differencing rule, before any key is made
+            self._refuse(config.round, problem)
+            return
+        self._model_hash = config.model_hash  # contributed before the MaskedInput leaves
+        start = time.perf_counter()
+        update = self.trainer(local.model.copy(), config.round)
+        self._times["train_s"] += time.perf_counter() - start
+        self._info = dict(getattr(self.trainer, "last", None) or {})
+        if update.release is not None:
+            raise ParameterError("bfv-masked rounds take no DP cluster release (FedAvg only)")
+        start = time.perf_counter()
+        self._machine = HEMaskedRound(
+            self.client_id,
+            msg,
+            local,
+            update,
+            rng=self.rng,
+            signing_key=self.signing_key,
+            roster=self.roster,
+            policy=self.policy,
+            dump_dir=self._dump_dir,
+        )
+        self._times["crypto_s"] += time.perf_counter() - start
+
+    def _tell_masked_abort(self, wire: pb.ServerMessage, reason: str) -> None:
+        """A bfv-masked round this client cannot go on with: tell the server (typed abort).
+
+        Covers a start whose config does not decode and any later message that
+        breaks the running round; the daemon itself goes on to the next round.
+        """
+        from clients.he_daemon import HEMaskedRound
+
+        replies: list[ClientAbort] = []
+        if isinstance(self._machine, HEMaskedRound):
+            replies = [m for m in self._machine.abort(reason) if isinstance(m, ClientAbort)]
+        elif wire.HasField("he_masked_start"):
+            replies = [ClientAbort(self.client_id, wire.he_masked_start.config.round, reason)]
+        for out in replies:
+            try:
+                self.transport.send(dataclasses.replace(out, reason=out.reason[:200]))
+            except (grpc.RpcError, SecAggError, ValueError) as exc:
+                log.info("client %d: abort not delivered: %s", self.client_id, exc)
 
     def _send_release(self, release: ClusterRelease) -> bool:
         """Send a DP release (already charged to this client's ledger); False: refused."""

@@ -1,4 +1,4 @@
-"""The client daemon's part in homomorphic (CKKS) rounds: the model lives here.
+"""The client daemon's part in homomorphic rounds (ckks, bfv-masked): the model lives here.
 
 In HE mode the aggregator never sees the aggregate, so it cannot hold the
 model: it serves θ₀ once, and each client keeps its own copy between rounds
@@ -17,6 +17,12 @@ the client encrypts [Δθ, S_k/n_k], steps θ with the first part of the
 decrypted mean and recovers S = Σ_k S_k from the rest times the decrypted
 weight sum (Σ n_k), kept in :attr:`LocalModel.moment` for its next round.
 
+A bfv-masked round (:class:`HEMaskedRound`) is the same for the model and
+its lineage; its machine is :class:`protocol.he_masked.HEMaskedClientMachine`
+(SecAgg's masks inside BFV, so the key holder the server names cannot read
+this client's upload), it takes integer levels or a float update, and it
+carries no method state (FedAvg only).
+
 A client whose model is not the announced one (it missed a round, or
 restarted and lost its copy) tells the aggregator with a ClientAbort and
 sits the round out; the aggregator leaves it out of later cohorts.
@@ -33,10 +39,14 @@ from pathlib import Path
 import numpy as np
 
 from clients.training.synthetic import LocalUpdate
+from protocol.client import ClientPhase
 from protocol.he_flow import HEClientMachine, HEPhase
+from protocol.he_masked import HEMaskedClientMachine, HEMaskedServerMessage
 from protocol.he_messages import (
     AnyClientMessage,
     HEConfig,
+    HEMaskedConfig,
+    HEMaskedStart,
     HEResult,
     HEServerMessage,
     HEStart,
@@ -44,6 +54,7 @@ from protocol.he_messages import (
 from protocol.he_model import apply_mean, model_sha256, next_lineage, sum_digest
 from protocol.messages import ClientAbort, ServerAbort
 from protocol.method_messages import lineage_digest
+from protocol.policy import ClientPolicy
 from secagg.errors import ParameterError
 from secagg.primitives.signing import SigningKey
 from secagg.rng import RandomSource
@@ -166,3 +177,80 @@ class HERound:
         if self._dump_dir is not None:  # debugging and tests: the client's own disk only
             self._dump_dir.mkdir(parents=True, exist_ok=True)
             np.save(self._dump_dir / f"he-mean-{self.config.round:06d}.npy", mean)
+
+
+class HEMaskedRound:
+    """One bfv-masked round on this client; the daemon drives it like its SecAgg machine.
+
+    The caller has checked the policy and that the round announces this
+    client's lineage. ``mean`` holds the decrypted weighted mean once the
+    round completed, and by then ``local`` has taken the step.
+    """
+
+    def __init__(
+        self,
+        client_id: int,
+        start: HEMaskedStart,
+        local: LocalModel,
+        update: LocalUpdate,
+        *,
+        rng: RandomSource,
+        signing_key: SigningKey,
+        roster: dict[int, bytes],
+        policy: ClientPolicy,
+        dump_dir: Path | None = None,
+    ) -> None:
+        self.client_id = client_id
+        self.config: HEMaskedConfig = start.config
+        self.local = local
+        self.mean: np.ndarray | None = None
+        self._dump_dir = dump_dir
+        self.machine = HEMaskedClientMachine(
+            client_id, rng=rng, signing_key=signing_key, roster=roster, policy=policy
+        )
+        expected = local.lineage  # the machine refuses a config that announces another
+        if update.levels is not None:
+            self.machine.set_levels(update.levels, weight=update.weight, model_hash=expected)
+        else:
+            assert update.vector is not None
+            self.machine.set_input(update.vector, weight=update.weight, model_hash=expected)
+
+    @property
+    def phase(self) -> ClientPhase:
+        """The machine's phase (COMPLETED once the sum is decrypted and applied)."""
+        return self.machine.phase
+
+    @property
+    def abort_reason(self) -> str | None:
+        """Why the round ended early, if it did."""
+        return self.machine.abort_reason
+
+    def handle(self, msg: HEMaskedServerMessage) -> list[AnyClientMessage]:
+        """One server message in, replies out (the machine sends its own ClientAbort)."""
+        was = self.machine.phase
+        replies: list[AnyClientMessage] = [*self.machine.handle(msg)]
+        if self.machine.phase is ClientPhase.COMPLETED and was is not ClientPhase.COMPLETED:
+            assert isinstance(msg, HEResult)
+            self._apply(msg)
+        return replies
+
+    def abort(self, reason: str) -> list[AnyClientMessage]:
+        """Leave the round (a message that did not decode); the abort to tell the server."""
+        return [*self.machine.abort(reason)]
+
+    def _apply(self, msg: HEResult) -> None:
+        mean, total = self.machine.result, self.machine.total
+        assert mean is not None and total is not None
+        self.mean = mean
+        theta = self.local.model.size
+        self.local.model = apply_mean(self.local.model, mean[:theta], self.config.learning_rate)
+        self.local.lineage = next_lineage(
+            self.local.lineage, self.config.round, sum_digest(msg.blobs)
+        )
+        if self._dump_dir is not None:  # debugging and tests: the client's own disk only
+            self._dump_dir.mkdir(parents=True, exist_ok=True)
+            round_ = self.config.round
+            np.save(self._dump_dir / f"he-mean-{round_:06d}.npy", mean)
+            np.save(self._dump_dir / f"he-total-{round_:06d}.npy", total.astype(np.uint64))
+            weight = self.machine.weight_sum
+            (self._dump_dir / f"he-weight-{round_:06d}.txt").write_text(f"{weight}\n")

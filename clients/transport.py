@@ -176,6 +176,8 @@ class Transport:
             self.session = reply.message.round_start.config.nonce
         elif reply.message.HasField("he_start"):  # the same for an HE round
             self.session = reply.message.he_start.config.nonce
+        elif reply.message.HasField("he_masked_start"):  # and for a bfv-masked round
+            self.session = reply.message.he_masked_start.config.nonce
         return reply
 
     def model(self, round_: int, timeout: float = 120.0) -> bytes:

@@ -539,6 +539,11 @@ class HEServerMachine:
         return self.contributors
 
     @property
+    def recipients(self) -> tuple[int, ...]:
+        """Who the encrypted sum goes to: the contributors (as in the hybrid's machine)."""
+        return self.contributors
+
+    @property
     def aborted(self) -> bool:
         """True once the round is aborted."""
         return self.phase is HEPhase.ABORTED

@@ -47,18 +47,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from protocol.client import TERMINAL, ClientMachine, ClientPhase, PeerState
-from protocol.config import PROTOCOL_VERSION, RoundConfig
+from protocol.config import RoundConfig
 from protocol.errors import (
     AuthenticationFailed,
     InvalidMessage,
     ProtocolError,
     RoundAborted,
+    UnexpectedCall,
     UnknownClient,
     WrongPhase,
 )
 from protocol.he_flow import (
     CeremonyFailed,
-    HEConfig,
     HEJoin,
     HEKeyBundle,
     HEKeyDelivery,
@@ -67,6 +67,8 @@ from protocol.he_flow import (
     KeyCeremonyClient,
     KeyCeremonyServer,
 )
+from protocol.he_messages import HEMaskedConfig as HEMaskedConfig  # re-exported
+from protocol.he_messages import HEMaskedStart as HEMaskedStart  # re-exported
 from protocol.messages import (
     ClientAbort,
     ClientMessage,
@@ -87,105 +89,7 @@ from secagg.primitives.signing import SigningKey, sign
 from secagg.quantization import dequantize_sum, quantize
 from secagg.rng import RandomSource
 
-# ---------------------------------------------------------------- config
-
-
-@dataclass(frozen=True, slots=True)
-class HEMaskedConfig:
-    """A hybrid round. The SecAgg config and the key ceremony's config derive from it."""
-
-    round: int
-    clients: tuple[int, ...]
-    threshold: int
-    dim: int
-    key_holder: int
-    clip: float
-    levels: int
-    max_weight: int
-    nonce: bytes
-    model_hash: bytes
-
-    def __post_init__(self) -> None:
-        if len(self.nonce) != 32:
-            raise ParameterError("nonce must be 32 bytes")
-        self.keys()  # cohort, key holder, and he.check_bfv: the n-client sum fits t
-        self.secagg()  # threshold, dim, quantisation
-
-    @property
-    def params(self) -> he.BfvParams:
-        """The BFV profile; its plain modulus t is the masking modulus."""
-        return he.BFV_8192
-
-    @property
-    def vector_length(self) -> int:
-        """Values per client: the update and its weight."""
-        return self.dim + 1
-
-    def canonical(self) -> bytes:
-        """Unambiguous encoding, from which both derived configs' nonces are drawn."""
-        p = self.params
-        return encode(
-            "he-masked-config",
-            PROTOCOL_VERSION,
-            self.round,
-            encode(*self.clients),
-            self.threshold,
-            self.dim,
-            self.key_holder,
-            self.clip.hex(),
-            self.levels,
-            self.max_weight,
-            p.poly_degree,
-            p.plain_modulus,
-            encode(*p.coeff_mod_bits),
-            self.nonce,
-            self.model_hash,
-        )
-
-    def secagg(self) -> RoundConfig:
-        """SecAgg's config (active, complete graph); modulus bits are t's size (unused)."""
-        return RoundConfig(
-            round=self.round,
-            clients=self.clients,
-            threshold=self.threshold,
-            dim=self.dim,
-            modulus_bits=self.params.plain_modulus.bit_length(),
-            clip=self.clip,
-            levels=self.levels,
-            max_weight=self.max_weight,
-            profile="active",
-            degree=None,
-            nonce=self._derived_nonce("he-masked/secagg"),
-            model_hash=self.model_hash,
-        )
-
-    def keys(self) -> HEConfig:
-        """The key ceremony's config (BFV)."""
-        return HEConfig(
-            round=self.round,
-            clients=self.clients,
-            dim=self.dim,
-            scheme="bfv",
-            key_holder=self.key_holder,
-            clip=self.clip,
-            max_weight=self.max_weight,
-            levels=self.levels,
-            nonce=self._derived_nonce("he-masked/keys"),
-            model_hash=self.model_hash,
-        )
-
-    def _derived_nonce(self, label: str) -> bytes:
-        return hashlib.sha256(encode(label, self.canonical())).digest()
-
-
 # ---------------------------------------------------------------- messages
-
-
-@dataclass(frozen=True, slots=True)
-class HEMaskedStart:
-    """Server → clients: the hybrid round (clients derive both sub-configs themselves)."""
-
-    config: HEMaskedConfig
 
 
 #: Client → server: the ceremony's messages and SecAgg's (MaskedInput carries ciphertexts).
@@ -385,9 +289,17 @@ class HEMaskedClientMachine:
             out = self._core.handle(msg)
         except CeremonyFailed as exc:
             return self._abort(str(exc))
+        except UnexpectedCall:
+            raise  # the host's own misuse, not the server's doing
+        except Exception as exc:
+            return self._abort(f"malformed server message ({type(exc).__name__}: {exc})")
         if self._core.phase in TERMINAL and self._keys is not None:
             self._keys.clear()
         return [*out]
+
+    def abort(self, reason: str) -> list[HEMaskedClientMessage]:
+        """Leave the round (the host saw a fault, e.g. a message that did not decode)."""
+        return self._abort(reason)
 
     def _abort(self, reason: str) -> list[HEMaskedClientMessage]:
         if self._keys is not None:
@@ -513,12 +425,20 @@ class _MaskedServer(ServerMachine):
 
 
 class HEMaskedServerMachine:
-    """The aggregator's side of a hybrid round; it never holds a key or an unmasked value."""
+    """The aggregator's side of a hybrid round; it never holds a key or an unmasked value.
+
+    Its host interface is ServerMachine's (``receive``, ``ready_to_advance``,
+    ``advance``, ``abort``, ``exclude``, ``waiting_for``, ``accepted_count``),
+    so the gRPC coordinator drives, logs and replays it like the others.
+    """
 
     def __init__(self, config: HEMaskedConfig, *, roster: Mapping[int, bytes]) -> None:
         self.config = config
         self._keys = KeyCeremonyServer(config.keys(), roster=roster)
         self._core = _MaskedServer(config.secagg(), roster=roster, params=config.params)
+        self._ceremony_accepted = 0  # joins and the delivery (identical retries not counted)
+        #: Clients the encrypted sum went to (those that unmasked): who holds the next model.
+        self.recipients: tuple[int, ...] = ()
 
     @property
     def phase(self) -> ServerPhase:
@@ -546,6 +466,11 @@ class HEMaskedServerMachine:
         return self._core.survivors
 
     @property
+    def contributors(self) -> tuple[int, ...]:
+        """The survivors (the HE host's name for them): whose inputs are in the sum."""
+        return self._core.survivors
+
+    @property
     def result_blobs(self) -> tuple[bytes, ...] | None:
         """The unmasked encrypted sum, once completed."""
         return self._core.result_blobs
@@ -554,12 +479,40 @@ class HEMaskedServerMachine:
         """Announce the round."""
         return [(c, HEMaskedStart(self.config)) for c in self.config.clients]
 
-    def receive(self, client: int, msg: HEMaskedClientMessage) -> None:
+    def accepted_count(self) -> int:
+        """Messages accepted so far, the ceremony's included (identical retries do not count)."""
+        return self._core.accepted_count() + self._ceremony_accepted
+
+    def waiting_for(self) -> set[int]:
+        """Clients the current phase still expects (SecAgg's answers and the ceremony's)."""
+        core = self._core
+        waiting = core.waiting_for()
+        if core.phase is ServerPhase.ADVERTISE:
+            waiting |= set(self.config.clients) - set(self._keys.joins) - set(core.excluded)
+        elif core.phase is ServerPhase.SHARE and self._keys.delivery is None:
+            if self.config.key_holder not in core.excluded:
+                waiting.add(self.config.key_holder)
+        return waiting
+
+    def exclude(self, client: int, reason: str) -> None:
+        """Exclude ``client`` (the host's decision, or the replay of one)."""
+        self._core.exclude(client, reason)
+
+    def abort(self, reason: str) -> list[tuple[int, HEMaskedServerMessage]]:
+        """Abort the round (the host's decision, e.g. a restart past the deadline)."""
+        return [*self._core.abort(reason)]
+
+    def receive(self, client: int, msg: object) -> None:
         """Accept one message or raise why not (as ServerMachine.receive)."""
         if isinstance(msg, HEJoin | HEKeyDelivery):
+            before = (len(self._keys.joins), self._keys.delivery is None)
             self._ceremony(client, msg)
-        else:
+            if (len(self._keys.joins), self._keys.delivery is None) != before:
+                self._ceremony_accepted += 1
+        elif isinstance(msg, ClientMessage):
             self._core.receive(client, msg)
+        else:
+            raise WrongPhase(f"{type(msg).__name__} has no place in a bfv-masked round")
 
     def _ceremony(self, client: int, msg: HEJoin | HEKeyDelivery) -> None:
         core = self._core
@@ -622,7 +575,8 @@ class HEMaskedServerMachine:
             return [(c, bundle) for c, bundle in self._keys.bundles() if c in to] + out
         if core.phase is ServerPhase.COMPLETED:
             assert core.result_blobs is not None
-            return [(c, HEResult(core.result_blobs, core.survivors)) for c in sorted(to)]
+            self.recipients = tuple(sorted(to))
+            return [(c, HEResult(core.result_blobs, core.survivors)) for c in self.recipients]
         return out
 
 

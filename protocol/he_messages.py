@@ -7,11 +7,12 @@ parameter checks import :mod:`secagg.he` only when an HEConfig is built.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from protocol.config import PROTOCOL_VERSION
+from protocol.config import PROTOCOL_VERSION, RoundConfig
 from protocol.messages import (
     ClientAbort,
     ClientMessage,
@@ -26,7 +27,7 @@ from secagg.errors import ParameterError
 from secagg.quantization import Quantizer, check_no_wrap
 
 if TYPE_CHECKING:
-    from secagg.he import HEParams
+    from secagg.he import BfvParams, HEParams
 
 HEScheme = Literal["ckks", "bfv"]
 HE_SCHEMES: tuple[HEScheme, ...] = ("ckks", "bfv")
@@ -181,6 +182,112 @@ class HEResult:
     contributors: tuple[int, ...]
 
 
+# ---------------------------------------------------------------- the hybrid mode (bfv-masked)
+
+
+@dataclass(frozen=True, slots=True)
+class HEMaskedConfig:
+    """A hybrid round (:mod:`protocol.he_masked`); SecAgg's and the key ceremony's configs
+    derive from it. Kept here so the codec names it without loading TenSEAL."""
+
+    round: int
+    clients: tuple[int, ...]
+    threshold: int
+    dim: int
+    key_holder: int
+    clip: float
+    levels: int
+    max_weight: int
+    nonce: bytes
+    model_hash: bytes
+    #: Over gRPC each client steps its own model with the decrypted mean (aggregator/he_rounds).
+    learning_rate: float = 1.0
+
+    def __post_init__(self) -> None:
+        if len(self.nonce) != 32:
+            raise ParameterError("nonce must be 32 bytes")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ParameterError("learning_rate must be finite and positive")
+        self.keys()  # cohort, key holder, and he.check_bfv: the n-client sum fits t
+        self.secagg()  # threshold, dim, quantisation
+
+    @property
+    def params(self) -> BfvParams:
+        """The BFV profile; its plain modulus t is the masking modulus."""
+        from secagg import he  # TenSEAL loads only where an HE round is really used
+
+        return he.BFV_8192
+
+    @property
+    def vector_length(self) -> int:
+        """Values per client: the update and its weight."""
+        return self.dim + 1
+
+    def canonical(self) -> bytes:
+        """Unambiguous encoding, from which both derived configs' nonces are drawn."""
+        p = self.params
+        return encode(
+            "he-masked-config",
+            PROTOCOL_VERSION,
+            self.round,
+            encode(*self.clients),
+            self.threshold,
+            self.dim,
+            self.key_holder,
+            self.clip.hex(),
+            self.levels,
+            self.max_weight,
+            p.poly_degree,
+            p.plain_modulus,
+            encode(*p.coeff_mod_bits),
+            self.nonce,
+            self.model_hash,
+            self.learning_rate.hex(),
+        )
+
+    def secagg(self) -> RoundConfig:
+        """SecAgg's config (active, complete graph); modulus bits are t's size (unused)."""
+        return RoundConfig(
+            round=self.round,
+            clients=self.clients,
+            threshold=self.threshold,
+            dim=self.dim,
+            modulus_bits=self.params.plain_modulus.bit_length(),
+            clip=self.clip,
+            levels=self.levels,
+            max_weight=self.max_weight,
+            profile="active",
+            degree=None,
+            nonce=self._derived_nonce("he-masked/secagg"),
+            model_hash=self.model_hash,
+        )
+
+    def keys(self) -> HEConfig:
+        """The key ceremony's config (BFV)."""
+        return HEConfig(
+            round=self.round,
+            clients=self.clients,
+            dim=self.dim,
+            scheme="bfv",
+            key_holder=self.key_holder,
+            clip=self.clip,
+            max_weight=self.max_weight,
+            levels=self.levels,
+            nonce=self._derived_nonce("he-masked/keys"),
+            model_hash=self.model_hash,
+        )
+
+    def _derived_nonce(self, label: str) -> bytes:
+        return hashlib.sha256(encode(label, self.canonical())).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class HEMaskedStart:
+    """Server → clients: the hybrid round (clients derive both sub-configs themselves)."""
+
+    config: HEMaskedConfig
+
+
 HEClientMessage = HEJoin | HEKeyDelivery | HEUpload
 HEServerMessage = HEStart | HEKeys | HEKeyBundle | HEResult | RoundComplete | ServerAbort
 #: What the aggregator's HE machine accepts: the HE messages and a client's abort.
@@ -188,7 +295,7 @@ HEInbound = HEClientMessage | ClientAbort
 #: Everything the Submit RPC and Poll carry: SecAgg's messages, these, and a method's
 #: DP release (protocol/method_messages.py), which the host keeps out of the machines.
 AnyClientMessage = ClientMessage | HEClientMessage | ClusterRelease
-AnyServerMessage = ServerMessage | HEServerMessage
+AnyServerMessage = ServerMessage | HEServerMessage | HEMaskedStart
 #: For isinstance checks by hosts that route messages without importing the machines.
 HE_CLIENT_TYPES = (HEJoin, HEKeyDelivery, HEUpload)
-HE_SERVER_TYPES = (HEStart, HEKeys, HEKeyBundle, HEResult)
+HE_SERVER_TYPES = (HEStart, HEMaskedStart, HEKeys, HEKeyBundle, HEResult)

@@ -30,6 +30,8 @@ from protocol.he_messages import (
     HEKeyBundle,
     HEKeyDelivery,
     HEKeys,
+    HEMaskedConfig,
+    HEMaskedStart,
     HEResult,
     HEScheme,
     HEStart,
@@ -69,6 +71,8 @@ __all__ = [
     "config_to_proto",
     "he_config_from_proto",
     "he_config_to_proto",
+    "he_masked_config_from_proto",
+    "he_masked_config_to_proto",
     "masked_input_header",
     "method_state_from_proto",
     "method_state_to_proto",
@@ -300,7 +304,7 @@ def _client_to_proto(msg: ClientMessage) -> pb.ClientMessage:
 def server_to_proto(msg: AnyServerMessage) -> pb.ServerMessage:
     """Wrap a server dataclass (SecAgg's or an HE round's) in the ``ServerMessage`` oneof."""
     try:
-        if isinstance(msg, HEStart | HEKeys | HEKeyBundle | HEResult):
+        if isinstance(msg, HEStart | HEMaskedStart | HEKeys | HEKeyBundle | HEResult):
             return _he_server_to_proto(msg)
         return _server_to_proto(msg)
     except ValueError as exc:  # protobuf: int out of range, str not encodable as UTF-8
@@ -467,6 +471,34 @@ def he_config_from_proto(m: pb.HEConfig) -> HEConfig:
         raise InvalidMessage(f"invalid HEConfig: {exc}") from exc
 
 
+def he_masked_config_to_proto(c: HEMaskedConfig) -> pb.HEMaskedConfig:
+    """Encode a hybrid (bfv-masked) round config."""
+    try:
+        return _he_masked_config_to_proto(c)
+    except ValueError as exc:  # protobuf: an int out of uint64 range
+        raise InvalidMessage(f"HEMaskedConfig does not fit the wire schema: {exc}") from exc
+
+
+def he_masked_config_from_proto(m: pb.HEMaskedConfig) -> HEMaskedConfig:
+    """Decode and validate a hybrid config (both derived configs too); else InvalidMessage."""
+    try:
+        return HEMaskedConfig(
+            round=m.round,
+            clients=tuple(m.clients),
+            threshold=m.threshold,
+            dim=m.dim,
+            key_holder=m.key_holder,
+            clip=m.clip,
+            levels=m.levels,
+            max_weight=m.max_weight,
+            nonce=m.nonce,
+            model_hash=m.model_hash,
+            learning_rate=m.learning_rate,
+        )
+    except ParameterError as exc:
+        raise InvalidMessage(f"invalid HEMaskedConfig: {exc}") from exc
+
+
 def any_client_from_proto(m: pb.ClientMessage) -> AnyClientMessage:
     """:func:`client_from_proto`, HE members included."""
     match _oneof_value(m):
@@ -504,6 +536,8 @@ def any_server_from_proto(m: pb.ServerMessage) -> AnyServerMessage:
         case pb.HEStart() as w:
             state = method_state_from_proto(w.state) if w.HasField("state") else None
             return HEStart(config=he_config_from_proto(w.config), state=state)
+        case pb.HEMaskedStart() as w:
+            return HEMaskedStart(config=he_masked_config_from_proto(w.config))
         case pb.HEKeys() as w:
             return HEKeys(joins=tuple(_he_join_from_proto(j) for j in w.joins))
         case pb.HEKeyBundle() as w:
@@ -533,6 +567,22 @@ def _he_config_to_proto(c: HEConfig) -> pb.HEConfig:
         clip=c.clip,
         max_weight=c.max_weight,
         levels=c.levels,
+        nonce=c.nonce,
+        model_hash=c.model_hash,
+        learning_rate=c.learning_rate,
+    )
+
+
+def _he_masked_config_to_proto(c: HEMaskedConfig) -> pb.HEMaskedConfig:
+    return pb.HEMaskedConfig(
+        round=c.round,
+        clients=c.clients,
+        threshold=c.threshold,
+        dim=c.dim,
+        key_holder=c.key_holder,
+        clip=c.clip,
+        levels=c.levels,
+        max_weight=c.max_weight,
         nonce=c.nonce,
         model_hash=c.model_hash,
         learning_rate=c.learning_rate,
@@ -592,8 +642,14 @@ def _he_client_to_proto(msg: HEJoin | HEKeyDelivery | HEUpload) -> pb.ClientMess
             assert_never(msg)
 
 
-def _he_server_to_proto(msg: HEStart | HEKeys | HEKeyBundle | HEResult) -> pb.ServerMessage:
+def _he_server_to_proto(
+    msg: HEStart | HEMaskedStart | HEKeys | HEKeyBundle | HEResult,
+) -> pb.ServerMessage:
     match msg:
+        case HEMaskedStart():
+            return pb.ServerMessage(
+                he_masked_start=pb.HEMaskedStart(config=_he_masked_config_to_proto(msg.config))
+            )
         case HEStart():
             he_start = pb.HEStart(config=_he_config_to_proto(msg.config))
             if msg.state is not None:

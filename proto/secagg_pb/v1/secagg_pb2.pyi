@@ -213,7 +213,7 @@ class ServerAbort(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class ServerMessage(_message.Message):
-    __slots__ = ("round_start", "key_list", "share_bundle", "consistency_request", "unmask_request", "round_complete", "abort", "he_start", "he_keys", "he_key_bundle", "he_result")
+    __slots__ = ("round_start", "key_list", "share_bundle", "consistency_request", "unmask_request", "round_complete", "abort", "he_start", "he_keys", "he_key_bundle", "he_result", "he_masked_start")
     ROUND_START_FIELD_NUMBER: _ClassVar[int]
     KEY_LIST_FIELD_NUMBER: _ClassVar[int]
     SHARE_BUNDLE_FIELD_NUMBER: _ClassVar[int]
@@ -225,6 +225,7 @@ class ServerMessage(_message.Message):
     HE_KEYS_FIELD_NUMBER: _ClassVar[int]
     HE_KEY_BUNDLE_FIELD_NUMBER: _ClassVar[int]
     HE_RESULT_FIELD_NUMBER: _ClassVar[int]
+    HE_MASKED_START_FIELD_NUMBER: _ClassVar[int]
     round_start: RoundStart
     key_list: KeyList
     share_bundle: ShareBundle
@@ -236,7 +237,8 @@ class ServerMessage(_message.Message):
     he_keys: HEKeys
     he_key_bundle: HEKeyBundle
     he_result: HEResult
-    def __init__(self, round_start: _Optional[_Union[RoundStart, _Mapping]] = ..., key_list: _Optional[_Union[KeyList, _Mapping]] = ..., share_bundle: _Optional[_Union[ShareBundle, _Mapping]] = ..., consistency_request: _Optional[_Union[ConsistencyRequest, _Mapping]] = ..., unmask_request: _Optional[_Union[UnmaskRequest, _Mapping]] = ..., round_complete: _Optional[_Union[RoundComplete, _Mapping]] = ..., abort: _Optional[_Union[ServerAbort, _Mapping]] = ..., he_start: _Optional[_Union[HEStart, _Mapping]] = ..., he_keys: _Optional[_Union[HEKeys, _Mapping]] = ..., he_key_bundle: _Optional[_Union[HEKeyBundle, _Mapping]] = ..., he_result: _Optional[_Union[HEResult, _Mapping]] = ...) -> None: ...
+    he_masked_start: HEMaskedStart
+    def __init__(self, round_start: _Optional[_Union[RoundStart, _Mapping]] = ..., key_list: _Optional[_Union[KeyList, _Mapping]] = ..., share_bundle: _Optional[_Union[ShareBundle, _Mapping]] = ..., consistency_request: _Optional[_Union[ConsistencyRequest, _Mapping]] = ..., unmask_request: _Optional[_Union[UnmaskRequest, _Mapping]] = ..., round_complete: _Optional[_Union[RoundComplete, _Mapping]] = ..., abort: _Optional[_Union[ServerAbort, _Mapping]] = ..., he_start: _Optional[_Union[HEStart, _Mapping]] = ..., he_keys: _Optional[_Union[HEKeys, _Mapping]] = ..., he_key_bundle: _Optional[_Union[HEKeyBundle, _Mapping]] = ..., he_result: _Optional[_Union[HEResult, _Mapping]] = ..., he_masked_start: _Optional[_Union[HEMaskedStart, _Mapping]] = ...) -> None: ...
 
 class HEConfig(_message.Message):
     __slots__ = ("round", "clients", "dim", "scheme", "key_holder", "clip", "max_weight", "levels", "nonce", "model_hash", "learning_rate")
@@ -309,6 +311,38 @@ class HEStart(_message.Message):
     config: HEConfig
     state: MethodState
     def __init__(self, config: _Optional[_Union[HEConfig, _Mapping]] = ..., state: _Optional[_Union[MethodState, _Mapping]] = ...) -> None: ...
+
+class HEMaskedConfig(_message.Message):
+    __slots__ = ("round", "clients", "threshold", "dim", "key_holder", "clip", "levels", "max_weight", "nonce", "model_hash", "learning_rate")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    KEY_HOLDER_FIELD_NUMBER: _ClassVar[int]
+    CLIP_FIELD_NUMBER: _ClassVar[int]
+    LEVELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_HASH_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    clients: _containers.RepeatedScalarFieldContainer[int]
+    threshold: int
+    dim: int
+    key_holder: int
+    clip: float
+    levels: int
+    max_weight: int
+    nonce: bytes
+    model_hash: bytes
+    learning_rate: float
+    def __init__(self, round: _Optional[int] = ..., clients: _Optional[_Iterable[int]] = ..., threshold: _Optional[int] = ..., dim: _Optional[int] = ..., key_holder: _Optional[int] = ..., clip: _Optional[float] = ..., levels: _Optional[int] = ..., max_weight: _Optional[int] = ..., nonce: _Optional[bytes] = ..., model_hash: _Optional[bytes] = ..., learning_rate: _Optional[float] = ...) -> None: ...
+
+class HEMaskedStart(_message.Message):
+    __slots__ = ("config",)
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    config: HEMaskedConfig
+    def __init__(self, config: _Optional[_Union[HEMaskedConfig, _Mapping]] = ...) -> None: ...
 
 class HEKeys(_message.Message):
     __slots__ = ("joins",)

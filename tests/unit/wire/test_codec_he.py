@@ -22,6 +22,8 @@ from protocol.he_messages import (
     HEKeyBundle,
     HEKeyDelivery,
     HEKeys,
+    HEMaskedConfig,
+    HEMaskedStart,
     HEResult,
     HEStart,
     HEUpload,
@@ -55,6 +57,25 @@ def he_configs(draw: st.DrawFn) -> HEConfig:
     )
 
 
+@st.composite
+def he_masked_configs(draw: st.DrawFn) -> HEMaskedConfig:
+    n = draw(st.integers(1, 6))
+    clients = tuple(sorted(draw(st.sets(st.integers(1, 2**40), min_size=n, max_size=n))))
+    return HEMaskedConfig(
+        round=draw(U64),
+        clients=clients,
+        threshold=draw(st.integers(1, len(clients))),
+        dim=draw(st.integers(1, 10**5)),
+        key_holder=draw(st.sampled_from(clients)),
+        clip=draw(st.floats(0.01, 10.0)),
+        levels=draw(st.integers(2, 2**16)),
+        max_weight=draw(st.integers(1, 100)),
+        nonce=draw(st.binary(min_size=32, max_size=32)),
+        model_hash=draw(st.binary(min_size=32, max_size=32)),
+        learning_rate=draw(st.floats(1e-6, 10.0)),
+    )
+
+
 CLIENT: dict[type[Any], st.SearchStrategy[Any]] = {
     HEJoin: JOIN,
     HEKeyDelivery: st.builds(
@@ -68,6 +89,7 @@ CLIENT: dict[type[Any], st.SearchStrategy[Any]] = {
 }
 SERVER: dict[type[Any], st.SearchStrategy[Any]] = {
     HEStart: st.builds(HEStart, config=he_configs()),
+    HEMaskedStart: st.builds(HEMaskedStart, config=he_masked_configs()),
     HEKeys: st.builds(HEKeys, joins=st.lists(JOIN, max_size=4).map(tuple)),
     HEKeyBundle: st.builds(HEKeyBundle, sealed=BLOB),
     HEResult: st.builds(HEResult, blobs=BLOBS, contributors=st.lists(U64, max_size=5).map(tuple)),
@@ -80,7 +102,9 @@ def test_strategies_cover_every_he_message() -> None:
 
 
 @pytest.mark.parametrize(
-    "cls", [HEConfig, *HE_CLIENT_TYPES, *HE_SERVER_TYPES], ids=lambda c: c.__name__
+    "cls",
+    [HEConfig, HEMaskedConfig, *HE_CLIENT_TYPES, *HE_SERVER_TYPES],
+    ids=lambda c: c.__name__,
 )
 def test_dataclass_and_wire_fields_match(cls: type[Any]) -> None:
     """A field on one side only would be dropped silently by the codec."""
@@ -106,8 +130,8 @@ def test_server_roundtrip(cls: type[Any], data: st.DataObject) -> None:
     raw = codec.server_to_proto(msg).SerializeToString()
     decoded = codec.parse_any_server_message(raw)
     assert type(decoded) is cls and decoded == msg
-    if isinstance(msg, HEStart):
-        assert isinstance(decoded, HEStart)
+    if isinstance(msg, HEStart | HEMaskedStart):
+        assert isinstance(decoded, HEStart | HEMaskedStart)
         assert decoded.config.canonical() == msg.config.canonical()
 
 
@@ -178,6 +202,48 @@ def test_invalid_he_config_is_invalid_message(override: dict[str, Any], text: st
         codec.parse_any_server_message(raw.SerializeToString())
 
 
+def good_masked_config(**override: Any) -> pb.HEMaskedConfig:
+    base = {
+        "round": 0,
+        "clients": [1, 2, 3],
+        "threshold": 3,
+        "dim": 10,
+        "key_holder": 1,
+        "clip": 1.0,
+        "levels": 2,
+        "max_weight": 1,
+        "nonce": bytes(32),
+        "model_hash": hashlib.sha256(b"m").digest(),
+        "learning_rate": 1.0,
+    }
+    return pb.HEMaskedConfig(**{**base, **override})
+
+
+@pytest.mark.parametrize(
+    ("override", "text"),
+    [
+        ({"key_holder": 9}, "key holder"),
+        ({"clients": [2, 1, 3]}, "increasing"),
+        ({"threshold": 0}, "threshold"),
+        ({"threshold": 4}, "threshold"),
+        ({"nonce": b"\x00" * 31}, "32 bytes"),
+        ({"model_hash": b""}, "32 bytes"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+        ({"learning_rate": math.inf}, "learning_rate"),
+        ({"dim": 0}, "dim"),
+        ({"levels": 1 << 40}, ""),  # the 3-client sum would wrap BFV's plain modulus
+    ],
+)
+def test_invalid_he_masked_config_is_invalid_message(override: dict[str, Any], text: str) -> None:
+    """A hybrid start the client cannot build decodes to InvalidMessage, never a crash."""
+    assert codec.he_masked_config_from_proto(good_masked_config()).threshold == 3
+    with pytest.raises(InvalidMessage, match=f"invalid HEMaskedConfig: .*{text}"):
+        codec.he_masked_config_from_proto(good_masked_config(**override))
+    raw = pb.ServerMessage(he_masked_start=pb.HEMaskedStart(config=good_masked_config(**override)))
+    with pytest.raises(InvalidMessage, match="invalid HEMaskedConfig"):
+        codec.parse_any_server_message(raw.SerializeToString())
+
+
 @settings(max_examples=200)
 @given(raw=st.binary(max_size=300), member=st.sampled_from([50, 51, 52]))
 def test_garbage_in_an_he_member_parses_or_is_invalid(raw: bytes, member: int) -> None:
@@ -194,7 +260,7 @@ def test_garbage_in_an_he_member_parses_or_is_invalid(raw: bytes, member: int) -
 
 
 @settings(max_examples=200, deadline=None)
-@given(raw=st.binary(max_size=300), member=st.sampled_from([50, 51, 52, 53]))
+@given(raw=st.binary(max_size=300), member=st.sampled_from([50, 51, 52, 53, 54]))
 def test_garbage_in_an_he_server_member_parses_or_is_invalid(raw: bytes, member: int) -> None:
     try:
         decoded = codec.parse_any_server_message(_field(member, raw))
