@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-PHASES = ("advertise", "share", "masked", "consistency", "unmask")
+PHASES = ("advertise", "graph", "share", "masked", "consistency", "unmask")
 
 
 def time_breakdown(rounds: list[dict[str, Any]], path: Path) -> Path:

@@ -30,6 +30,8 @@ from protocol.messages import (
     ConsistencyRequest,
     ConsistencySignature,
     EncryptedShare,
+    GraphNonces,
+    GraphReveal,
     KeyList,
     MaskedInput,
     RoundComplete,
@@ -59,6 +61,7 @@ class ClientPhase(enum.Enum):
 
     AWAITING_CONFIG = "awaiting-config"
     AWAITING_KEYS = "awaiting-keys"
+    AWAITING_GRAPH = "awaiting-graph"
     AWAITING_SHARES = "awaiting-shares"
     AWAITING_INPUT = "awaiting-input"
     AWAITING_CONSISTENCY = "awaiting-consistency"
@@ -138,6 +141,7 @@ class ClientMachine:
         self._s: X25519KeyPair | None = None
         self._keys: dict[int, AdvertiseKeys] = {}
         self._session = b""
+        self._graph_nonce = b""  # SecAgg+: revealed once U1 is fixed
         self._b: bytes | None = None
         self._peers: dict[int, PeerState] = {}
         self._held: dict[int, tuple[bytes, bytes]] = {}  # owner -> (key share, self share)
@@ -153,6 +157,11 @@ class ClientMachine:
     def session_id(self) -> bytes:
         """The session id (empty until the key list arrived)."""
         return self._session
+
+    @property
+    def graph(self) -> NeighbourGraph | None:
+        """The neighbour graph over cohort positions (None until it is drawn; public)."""
+        return self._graph
 
     def set_input(
         self, vector: np.ndarray, *, weight: int, model_hash: bytes
@@ -197,6 +206,8 @@ class ClientMachine:
                 return self._on_round_start(msg)
             case (ClientPhase.AWAITING_KEYS, KeyList()):
                 return self._on_key_list(msg)
+            case (ClientPhase.AWAITING_GRAPH, GraphNonces()):
+                return self._on_graph_nonces(msg)
             case (ClientPhase.AWAITING_SHARES, ShareBundle()):
                 return self._on_share_bundle(msg)
             case (ClientPhase.AWAITING_CONSISTENCY, ConsistencyRequest()):
@@ -235,6 +246,7 @@ class ClientMachine:
         self.abort_reason = reason
         self._c = self._s = None
         self._b = None
+        self._graph_nonce = b""
         self._held.clear()
         self._c_shared.clear()
         self._s_shared.clear()
@@ -260,14 +272,27 @@ class ClientMachine:
                 raise _Abort(str(exc)) from None
         self._c = x25519_keypair(self._rng)
         self._s = x25519_keypair(self._rng)
+        commitment = b""
+        if mode_of(config) == "secagg+":
+            self._graph_nonce = self._rng.random_bytes(ses.GRAPH_NONCE_BYTES)
+            commitment = ses.graph_commitment(config, self.client_id, self._graph_nonce)
         signature = b""
         if config.profile == "active":
             assert self._signing_key is not None
-            fields = ses.advertise_fields(config, self.client_id, self._c.public, self._s.public)
+            fields = ses.advertise_fields(
+                config, self.client_id, self._c.public, self._s.public, commitment
+            )
             signature = sign(self._signing_key, *fields)
         self.phase = ClientPhase.AWAITING_KEYS
         return [
-            AdvertiseKeys(self.client_id, config.round, self._c.public, self._s.public, signature)
+            AdvertiseKeys(
+                self.client_id,
+                config.round,
+                self._c.public,
+                self._s.public,
+                signature,
+                commitment,
+            )
         ]
 
     def _check_input(self, config: RoundConfig) -> None:
@@ -304,9 +329,15 @@ class ClientMachine:
         if any(k.round != config.round for k in msg.keys):
             raise _Abort("key list holds keys from another round")
         mine = [k for k in msg.keys if k.client == self.client_id]
-        if len(mine) != 1 or (mine[0].c_public, mine[0].s_public) != (
+        own_commitment = (
+            ses.graph_commitment(config, self.client_id, self._graph_nonce)
+            if self._graph_nonce
+            else b""
+        )
+        if len(mine) != 1 or (mine[0].c_public, mine[0].s_public, mine[0].graph_commitment) != (
             self._c.public,
             self._s.public,
+            own_commitment,
         ):
             raise _Abort("key list omits or alters this client's keys")
         publics = [k.c_public for k in msg.keys] + [k.s_public for k in msg.keys]
@@ -314,16 +345,16 @@ class ClientMachine:
             raise _Abort("key list repeats a public key")
         if len(msg.keys) < config.threshold:
             raise _Abort("too few clients advertised keys")
-        if mode_of(config) == "secagg+" and len(msg.keys) != config.n:
-            # The graph is drawn from the session id, which hashes U1: a server free to
-            # leave keys out could re-draw it until a colluder sits next to this client.
+        sparse = mode_of(config) == "secagg+"
+        if sparse and len(msg.keys) != config.n:
+            # The graph is drawn from U1's nonces: a server free to leave members out
+            # could re-draw it until a colluder sits next to this client.
             raise _Abort("SecAgg+ needs every cohort member's key in U1 (it seeds the graph)")
+        want = ses.GRAPH_NONCE_BYTES if sparse else 0
+        if any(len(k.graph_commitment) != want for k in msg.keys):
+            raise _Abort("a graph commitment is missing or malformed")
         self._keys = {k.client: k for k in msg.keys}
         self._session = ses.session_id(config, msg.keys)
-        self._graph = graph_from_seed(config.n, config.degree, ses.graph_seed(self._session))
-        holders = sorted(self._neighbours() & self._keys.keys())
-        if len(holders) < config.threshold:
-            raise _Abort("too few neighbours advertised keys to share secrets")
         if config.profile == "active":
             # Every key is checked, neighbour or not: U1 seeds the graph and the session.
             for peer in sorted(self._keys):
@@ -333,11 +364,42 @@ class ClientMachine:
                 public = self._roster.get(peer)
                 if public is None:
                     raise _Abort(f"client {peer} is not on the roster")
-                fields = ses.advertise_fields(config, peer, k.c_public, k.s_public)
+                fields = ses.advertise_fields(
+                    config, peer, k.c_public, k.s_public, k.graph_commitment
+                )
                 try:
                     verify(public, k.signature, *fields)
                 except InvalidSignature:
                     raise _Abort(f"bad key signature from client {peer}") from None
+        if sparse:
+            # U1 and every commitment are fixed now: reveal, then draw the graph.
+            self.phase = ClientPhase.AWAITING_GRAPH
+            return [GraphReveal(self.client_id, config.round, self._graph_nonce)]
+        self._graph = graph_from_seed(config.n, config.degree, ses.graph_seed(self._session))
+        return self._share_secrets()
+
+    def _on_graph_nonces(self, msg: GraphNonces) -> list[ClientMessage]:
+        config = self._config
+        assert config is not None
+        ids = [c for c, _ in msg.nonces]
+        if sorted(ids) != sorted(self._keys) or len(set(ids)) != len(ids):
+            raise _Abort("graph nonces must come from exactly the members of U1")
+        for client, nonce in msg.nonces:
+            if len(nonce) != ses.GRAPH_NONCE_BYTES or ses.graph_commitment(
+                config, client, nonce
+            ) != (self._keys[client].graph_commitment):
+                raise _Abort(f"client {client}'s graph nonce does not open its commitment")
+        seed = ses.graph_seed(self._session, msg.nonces)
+        self._graph = graph_from_seed(config.n, config.degree, seed)
+        return self._share_secrets()
+
+    def _share_secrets(self) -> list[ClientMessage]:
+        """Shamir-share the mask key and self-mask seed to this client's holders in U1."""
+        config = self._config
+        assert config is not None and self._c is not None and self._s is not None
+        holders = sorted(self._neighbours() & self._keys.keys())
+        if len(holders) < config.threshold:
+            raise _Abort("too few neighbours advertised keys to share secrets")
         self._peers = {c: PeerState.ADVERTISED for c in holders}
         # Agree with every neighbour now: an invalid key aborts before any share leaves.
         for peer in holders:

@@ -18,13 +18,19 @@ from protocol.method_messages import MethodState
 
 @dataclass(frozen=True, slots=True)
 class AdvertiseKeys:
-    """Round 0: the encryption key c_pk and mask key s_pk, signed (active profile)."""
+    """Round 0: the encryption key c_pk and mask key s_pk, signed (active profile).
+
+    ``graph_commitment`` (SecAgg+ only, else empty) commits to the nonce this
+    client reveals once U1 is fixed; the neighbour graph is drawn from every
+    member's nonce, so no one who sees others' keys first can steer it.
+    """
 
     client: int
     round: int
     c_public: bytes
     s_public: bytes
     signature: bytes  # empty in the semi-honest profile
+    graph_commitment: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +51,15 @@ class ShareKeys:
     shares: tuple[EncryptedShare, ...]
     self_mask_commitment: bytes
     signature: bytes  # over the commitment; empty in the semi-honest profile
+
+
+@dataclass(frozen=True, slots=True)
+class GraphReveal:
+    """Round 0½ (SecAgg+): the nonce behind this client's graph commitment, sent after U1."""
+
+    client: int
+    round: int
+    nonce: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +100,13 @@ class ClientAbort:
 
 
 ClientMessage = (
-    AdvertiseKeys | ShareKeys | MaskedInput | ConsistencySignature | UnmaskShares | ClientAbort
+    AdvertiseKeys
+    | GraphReveal
+    | ShareKeys
+    | MaskedInput
+    | ConsistencySignature
+    | UnmaskShares
+    | ClientAbort
 )
 
 # ---------------------------------------------------------------- server → client
@@ -109,6 +130,13 @@ class KeyList:
     """U1: every client's signed AdvertiseKeys, as received by the server."""
 
     keys: tuple[AdvertiseKeys, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GraphNonces:
+    """Every U1 member's revealed graph nonce (SecAgg+); the answer is ShareKeys."""
+
+    nonces: tuple[tuple[int, bytes], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +180,7 @@ class ServerAbort:
 ServerMessage = (
     RoundStart
     | KeyList
+    | GraphNonces
     | ShareBundle
     | ConsistencyRequest
     | UnmaskRequest

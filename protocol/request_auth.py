@@ -38,6 +38,7 @@ from protocol.messages import (
     AdvertiseKeys,
     ClientAbort,
     ConsistencySignature,
+    GraphReveal,
     MaskedInput,
     ShareKeys,
     UnmaskShares,
@@ -66,6 +67,8 @@ def phase_of(msg: AnyClientMessage) -> str:
     match msg:
         case AdvertiseKeys():
             return "advertise"
+        case GraphReveal():
+            return "graph"
         case ShareKeys():
             return "share"
         case MaskedInput():
@@ -96,8 +99,16 @@ def body_digest(msg: AnyClientMessage) -> bytes:
     match msg:
         case AdvertiseKeys():
             return digest(
-                "advertise", msg.client, msg.round, msg.c_public, msg.s_public, msg.signature
+                "advertise",
+                msg.client,
+                msg.round,
+                msg.c_public,
+                msg.s_public,
+                msg.signature,
+                msg.graph_commitment,
             )
+        case GraphReveal():
+            return digest("graph", msg.client, msg.round, msg.nonce)
         case ShareKeys():
             shares = encode_list(encode(s.sender, s.recipient, s.ciphertext) for s in msg.shares)
             return digest(

@@ -41,6 +41,8 @@ from protocol.messages import (
     ClientMessage,
     ConsistencyRequest,
     ConsistencySignature,
+    GraphNonces,
+    GraphReveal,
     KeyList,
     MaskedInput,
     RoundComplete,
@@ -107,6 +109,7 @@ class ServerPhase(enum.Enum):
     """Which client message the server is collecting."""
 
     ADVERTISE = "advertise"
+    GRAPH = "graph"  # SecAgg+ only: every U1 member reveals its graph nonce
     SHARE = "share"
     MASKED = "masked"
     CONSISTENCY = "consistency"
@@ -117,6 +120,7 @@ class ServerPhase(enum.Enum):
 
 _EXPECTED: dict[ServerPhase, type] = {
     ServerPhase.ADVERTISE: AdvertiseKeys,
+    ServerPhase.GRAPH: GraphReveal,
     ServerPhase.SHARE: ShareKeys,
     ServerPhase.MASKED: MaskedInput,
     ServerPhase.CONSISTENCY: ConsistencySignature,
@@ -190,6 +194,11 @@ class ServerMachine:
     def session_id(self) -> bytes:
         """The session id (empty until the key list was sent)."""
         return self._session
+
+    @property
+    def graph(self) -> NeighbourGraph | None:
+        """The neighbour graph over cohort positions (None until it is drawn)."""
+        return self._graph
 
     @property
     def aborted(self) -> bool:
@@ -300,6 +309,7 @@ class ServerMachine:
             )
         step = {
             ServerPhase.ADVERTISE: self._after_advertise,
+            ServerPhase.GRAPH: self._after_graph,
             ServerPhase.SHARE: self._after_share,
             ServerPhase.MASKED: self._after_masked,
             ServerPhase.CONSISTENCY: self._after_consistency,
@@ -334,11 +344,23 @@ class ServerMachine:
                     check_public(msg.s_public)
                 except InvalidKey:
                     raise InvalidMessage("advertised an invalid or low-order X25519 key") from None
+                width = ses.GRAPH_NONCE_BYTES if self._sparse else 0
+                if len(msg.graph_commitment) != width:
+                    raise InvalidMessage(f"graph commitment must be {width} bytes in this round")
                 self._verify(
                     client,
                     msg.signature,
-                    *ses.advertise_fields(self.config, client, msg.c_public, msg.s_public),
+                    *ses.advertise_fields(
+                        self.config, client, msg.c_public, msg.s_public, msg.graph_commitment
+                    ),
                 )
+            case GraphReveal():
+                if len(msg.nonce) != ses.GRAPH_NONCE_BYTES:
+                    raise InvalidMessage(f"graph nonce must be {ses.GRAPH_NONCE_BYTES} bytes")
+                if ses.graph_commitment(self.config, client, msg.nonce) != (
+                    self._u1[client].graph_commitment
+                ):
+                    raise InvalidMessage("graph nonce does not open the client's commitment")
             case ShareKeys():
                 want = (self._holders(client) & self._u1.keys()) - {client}
                 got = [s.recipient for s in msg.shares]
@@ -426,17 +448,45 @@ class ServerMachine:
         notify = sorted(c for c in self._expected if c not in self.excluded)
         return [(c, ServerAbort(reason)) for c in notify]
 
+    @property
+    def _sparse(self) -> bool:
+        """SecAgg+ (a degree below n − 1): the graph is drawn by commit-reveal."""
+        degree = self.config.degree
+        return degree is not None and degree < self.config.n - 1
+
     def _after_advertise(self, answered: list[int]) -> Outgoing:
         accepted = self._phases[ServerPhase.ADVERTISE].accepted
         self._u1 = {c: accepted[c] for c in answered}  # type: ignore[misc]
         keys = tuple(self._u1[c] for c in answered)
         self._session = ses.session_id(self.config, keys)
-        self._graph = graph_from_seed(
-            self.config.n, self.config.degree, ses.graph_seed(self._session)
-        )
         self._expected = set(answered)
-        self.phase = ServerPhase.SHARE
+        if self._sparse:
+            if len(answered) != self.config.n:
+                # Clients refuse a partial U1 in SecAgg+: it would let a server re-draw.
+                return self._abort(
+                    f"SecAgg+ needs every cohort member's keys; {len(answered)} of "
+                    f"{self.config.n} advertised"
+                )
+            self.phase = ServerPhase.GRAPH
+        else:
+            self._graph = graph_from_seed(
+                self.config.n, self.config.degree, ses.graph_seed(self._session)
+            )
+            self.phase = ServerPhase.SHARE
         return [(c, KeyList(keys)) for c in answered]
+
+    def _after_graph(self, answered: list[int]) -> Outgoing:
+        if sorted(answered) != sorted(self._u1):
+            # A missing nonce cannot be skipped: choosing whose nonces count is a re-draw.
+            missing = sorted(set(self._u1) - set(answered))
+            return self._abort(f"graph nonces missing from {missing}; the graph cannot be drawn")
+        accepted = self._phases[ServerPhase.GRAPH].accepted
+        nonces = tuple((c, accepted[c].nonce) for c in answered)  # type: ignore[union-attr]
+        self._graph = graph_from_seed(
+            self.config.n, self.config.degree, ses.graph_seed(self._session, nonces)
+        )
+        self.phase = ServerPhase.SHARE
+        return [(c, GraphNonces(nonces)) for c in answered]
 
     def _after_share(self, answered: list[int]) -> Outgoing:
         accepted = self._phases[ServerPhase.SHARE].accepted

@@ -26,28 +26,55 @@ def config_digest(config: RoundConfig) -> bytes:
 
 
 def advertise_fields(
-    config: RoundConfig, client: int, c_pk: bytes, s_pk: bytes
+    config: RoundConfig, client: int, c_pk: bytes, s_pk: bytes, graph_commitment: bytes = b""
 ) -> tuple[Field, ...]:
-    """What a client signs in round 0: its keys bound to this exact config."""
-    return ("advertise-keys", PROTOCOL_VERSION, config_digest(config), client, c_pk, s_pk)
+    """What a client signs in round 0: its keys (and graph commitment) bound to this config."""
+    return (
+        "advertise-keys",
+        PROTOCOL_VERSION,
+        config_digest(config),
+        client,
+        c_pk,
+        s_pk,
+        graph_commitment,
+    )
 
 
 def session_id(config: RoundConfig, keys: Iterable[AdvertiseKeys]) -> bytes:
     """The session id every party derives from public data."""
     ordered = sorted(keys, key=lambda k: k.client)
-    key_fields = [encode(k.client, k.c_public, k.s_public, k.signature) for k in ordered]
+    key_fields = [
+        encode(k.client, k.c_public, k.s_public, k.signature, k.graph_commitment) for k in ordered
+    ]
     return hashlib.sha256(
         encode("session", PROTOCOL_VERSION, config.canonical(), encode_list(key_fields))
     ).digest()
 
 
-def graph_seed(session: bytes) -> bytes:
+GRAPH_NONCE_BYTES = 32
+
+
+def graph_commitment(config: RoundConfig, client: int, nonce: bytes) -> bytes:
+    """Hash commitment to a client's graph nonce (hiding: the nonce is 256 random bits)."""
+    return hashlib.sha256(
+        encode("graph-nonce", PROTOCOL_VERSION, config_digest(config), client, nonce)
+    ).digest()
+
+
+def graph_seed(session: bytes, nonces: Iterable[tuple[int, bytes]] = ()) -> bytes:
     """Seed of the SecAgg+ neighbour graph.
 
-    Derived from the session id, hence from every client's fresh keys, so no
-    single party (the server included) can choose a target's neighbours.
+    Why a commit-reveal: a seed drawn from the keys alone can be ground by
+    whoever advertises last (colluders that see the honest keys first try key
+    after key offline until one of them lands next to a target). Every member
+    commits to a nonce with its signed keys and reveals it only once U1 is
+    fixed, so the seed holds each honest member's nonce, which no one knew
+    when the colluders' commitments were fixed. A member that withholds its
+    nonce aborts the round, and every retry costs a contribution attempt
+    (clients/ledger.py), so aborting is no cheap re-draw either.
     """
-    return hashlib.sha256(encode("neighbour-graph", session)).digest()
+    ordered = encode_list(encode(c, n) for c, n in sorted(nonces))
+    return hashlib.sha256(encode("neighbour-graph", session, ordered)).digest()
 
 
 def commitment(session: bytes, owner: int, seed: bytes) -> bytes:

@@ -31,7 +31,7 @@ from secagg.quantization import required_modulus_bits
 from secagg.rng import DeterministicRandomSource, uniform_below
 
 #: Phases in the order clients answer them; a drop at a phase = silence from then on.
-PHASES = ("advertise", "share", "masked", "consistency", "unmask")
+PHASES = ("advertise", "graph", "share", "masked", "consistency", "unmask")
 Clock = Callable[[], float]
 
 
@@ -198,7 +198,12 @@ def simulate(
     )
     gone: set[int] = set()
     outbox = server.start()
-    phases = [p for p in PHASES if p != "consistency" or config.profile == "active"]
+    sparse = config.degree is not None and config.degree < config.n - 1
+    phases = [
+        p
+        for p in PHASES
+        if (p != "consistency" or config.profile == "active") and (p != "graph" or sparse)
+    ]
     for phase in [*phases, "done"]:
         client_s = 0.0
         for cid, msg in outbox:

@@ -36,6 +36,8 @@ from protocol.messages import (
     ClientMessage,
     ConsistencyRequest,
     ConsistencySignature,
+    GraphNonces,
+    GraphReveal,
     KeyList,
     MaskedInput,
     RoundStart,
@@ -45,7 +47,7 @@ from protocol.messages import (
     UnmaskShares,
 )
 from protocol.policy import ClientPolicy
-from protocol.server import ServerMachine
+from protocol.server import ServerMachine, ServerPhase
 from protocol.simulation import make_config
 from secagg.masking import pairwise_seed, remove_masks, self_mask_seed
 from secagg.packing import unpack
@@ -108,7 +110,8 @@ class World:
         self.honest(self.server.start())
         if self.clients[VICTIM].phase is ClientPhase.ABORTED:
             return False
-        for _ in range(2):
+        early = (ServerPhase.ADVERTISE, ServerPhase.GRAPH, ServerPhase.SHARE)
+        while self.server.phase in early:
             self.honest(self.server.advance())
         return bool(self.sent(MaskedInput)) and any(c == VICTIM for c, _ in self.sent(MaskedInput))
 
@@ -194,7 +197,9 @@ def oracle(w: World) -> np.ndarray | None:
     assert isinstance(payload, MaskedInput)
     y = unpack(payload.payload, config.vector_length, config.modulus_bits)
     y = y.astype(word_dtype(config.modulus_bits))
-    graph = graph_from_seed(config.n, config.degree, ses.graph_seed(session))
+    graph = w.clients[VICTIM].graph
+    if graph is None:
+        return None
     near = {config.clients[i] for i in graph.holders(config.index_of(VICTIM) - 1)}
     sharers = {c for c, _ in w.sent(ShareKeys)}
     pair = X25519KeyPair(s_private)
@@ -297,7 +302,8 @@ def split_views(w: World, *, consistency: bool, group_b: set[int]) -> None:
 
 def _neighbours(w: World) -> list[int]:
     config = w.config
-    graph = graph_from_seed(config.n, config.degree, ses.graph_seed(w.clients[VICTIM].session_id))
+    graph = w.clients[VICTIM].graph
+    assert graph is not None
     return sorted(
         {config.clients[i] for i in graph.holders(config.index_of(VICTIM) - 1)} - {VICTIM}
     )
@@ -389,14 +395,59 @@ def neighbour_split(w: World, what: str) -> Outcome:
     if (early := refused_at_start(w, what)) is not None:
         return early
     w.honest(w.server.start())
-    if w.clients[VICTIM].phase is ClientPhase.ABORTED:
+    while w.clients[VICTIM].graph is None and w.server.phase in (
+        ServerPhase.ADVERTISE,
+        ServerPhase.GRAPH,
+    ):
+        w.honest(w.server.advance())
+    if w.clients[VICTIM].graph is None:
         return Outcome(False, f"{what}: {w.victim_reaction()}")
-    w.honest(w.server.advance())
     w.colluders = frozenset(_neighbours(w)[:1])
     w.honest(w.server.advance())
     honest = [c for c in _neighbours(w) if c not in w.colluders]
     split_views(w, consistency=True, group_b=set(honest[len(honest) // 2 :]))
     return judged(w, what)
+
+
+def _graph_grind(policy: ClientPolicy, roster: int, n_c: int) -> Outcome:
+    """SecAgg+: the server grinds a colluder's graph nonce once it has seen every other one."""
+    n = max(20, min(roster, 40))
+    colluders = max(1, min(n_c, n // 3))
+    w = weakest(policy, max(roster, n), colluders, n=n, degree=8)
+    what = (
+        f"SecAgg+ n = {n}, k = 8, t = {w.config.threshold}: a colluder's revealed nonce "
+        "swapped for the best of 2,000 ground to seat colluders beside the victim"
+    )
+    if (early := refused_at_start(w, what)) is not None:
+        return early
+    w.honest(w.server.start())
+    if w.server.phase is not ServerPhase.ADVERTISE:
+        return Outcome(False, f"{what}: {w.victim_reaction()}")
+    w.honest(w.server.advance())  # KeyList out, every member's reveal back
+    reveals = dict((c, m.nonce) for c, m in w.sent(GraphReveal) if isinstance(m, GraphReveal))
+    session = w.clients[VICTIM].session_id
+    if VICTIM not in reveals or not session:
+        return Outcome(False, f"{what}: {w.victim_reaction()}")
+    grinder = max(w.colluders)
+    me = w.config.index_of(VICTIM) - 1
+
+    def seated(nonces: dict[int, bytes]) -> int:
+        seed = ses.graph_seed(session, nonces.items())
+        graph = graph_from_seed(w.config.n, w.config.degree, seed)
+        return len({w.config.clients[i] for i in graph.holders(me)} & w.colluders)
+
+    best, most = dict(reveals), -1
+    for i in range(2000):
+        trial = {**reveals, grinder: hashlib.sha256(b"grind%d" % i).digest()}
+        if (count := seated(trial)) > most:
+            best, most = trial, count
+    for c in w.config.clients:
+        w.deliver(c, GraphNonces(tuple(sorted(best.items()))))
+    if any(c == VICTIM for c, _ in w.sent(ShareKeys)):
+        return Outcome(
+            True, f"{what}: the victim shared on the ground graph ({most} colluders beside it)"
+        )
+    return Outcome(False, f"{what}: {w.victim_reaction()}")
 
 
 def _split_at_bound(policy: ClientPolicy, roster: int, n_c: int) -> Outcome:
@@ -555,6 +606,7 @@ CATALOGUE: tuple[Attack, ...] = (
     Attack("cohort-of-three", "3 tiny cohort", _tiny_triple),
     Attack("secagg-plus-off-by-one", "4 SecAgg+ threshold", _plus_off_by_one),
     Attack("sparse-graph-assumption", "5 graph and colluder assumption", _sparse_graph),
+    Attack("graph-grinding", "5 graph and colluder assumption", _graph_grind),
     Attack("differencing", "6 differencing across rounds", _differencing),
     Attack("malformed-messages", "7 server input crashes the client", _malformed),
     Attack("key-substitution", "key substitution", _key_substitution),

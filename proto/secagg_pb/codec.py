@@ -44,6 +44,8 @@ from protocol.messages import (
     ConsistencyRequest,
     ConsistencySignature,
     EncryptedShare,
+    GraphNonces,
+    GraphReveal,
     KeyList,
     MaskedInput,
     RoundComplete,
@@ -213,6 +215,8 @@ def client_from_proto(m: pb.ClientMessage) -> ClientMessage:
             )
         case pb.ClientAbort() as w:
             return ClientAbort(client=w.client, round=w.round, reason=w.reason)
+        case pb.GraphReveal() as w:
+            return GraphReveal(client=w.client, round=w.round, nonce=w.nonce)
         case None:
             raise InvalidMessage("ClientMessage carries no message (empty oneof)")
         case other:
@@ -294,6 +298,10 @@ def _client_to_proto(msg: ClientMessage) -> pb.ClientMessage:
             return pb.ClientMessage(
                 abort=pb.ClientAbort(client=msg.client, round=msg.round, reason=msg.reason)
             )
+        case GraphReveal():
+            return pb.ClientMessage(
+                graph_reveal=pb.GraphReveal(client=msg.client, round=msg.round, nonce=msg.nonce)
+            )
         case _:
             assert_never(msg)
 
@@ -335,6 +343,8 @@ def server_from_proto(m: pb.ServerMessage) -> ServerMessage:
             return RoundComplete()
         case pb.ServerAbort() as w:
             return ServerAbort(reason=w.reason)
+        case pb.GraphNonces() as w:
+            return GraphNonces(nonces=tuple((o.client, o.nonce) for o in w.nonces))
         case None:
             raise InvalidMessage("ServerMessage carries no message (empty oneof)")
         case other:
@@ -383,6 +393,12 @@ def _server_to_proto(msg: ServerMessage) -> pb.ServerMessage:
             return pb.ServerMessage(round_complete=pb.RoundComplete())
         case ServerAbort():
             return pb.ServerMessage(abort=pb.ServerAbort(reason=msg.reason))
+        case GraphNonces():
+            return pb.ServerMessage(
+                graph_nonces=pb.GraphNonces(
+                    nonces=[pb.OwnedNonce(client=c, nonce=n) for c, n in msg.nonces]
+                )
+            )
         case _:
             assert_never(msg)
 
@@ -408,6 +424,7 @@ def _advertise_to_proto(a: AdvertiseKeys) -> pb.AdvertiseKeys:
         c_public=a.c_public,
         s_public=a.s_public,
         signature=a.signature,
+        graph_commitment=a.graph_commitment,
     )
 
 
@@ -418,6 +435,7 @@ def _advertise_from_proto(w: pb.AdvertiseKeys) -> AdvertiseKeys:
         c_public=w.c_public,
         s_public=w.s_public,
         signature=w.signature,
+        graph_commitment=w.graph_commitment,
     )
 
 

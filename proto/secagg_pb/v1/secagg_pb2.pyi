@@ -35,18 +35,30 @@ class RoundConfig(_message.Message):
     def __init__(self, round: _Optional[int] = ..., clients: _Optional[_Iterable[int]] = ..., threshold: _Optional[int] = ..., dim: _Optional[int] = ..., modulus_bits: _Optional[int] = ..., clip: _Optional[float] = ..., levels: _Optional[int] = ..., max_weight: _Optional[int] = ..., profile: _Optional[str] = ..., degree: _Optional[int] = ..., nonce: _Optional[bytes] = ..., model_hash: _Optional[bytes] = ...) -> None: ...
 
 class AdvertiseKeys(_message.Message):
-    __slots__ = ("client", "round", "c_public", "s_public", "signature")
+    __slots__ = ("client", "round", "c_public", "s_public", "signature", "graph_commitment")
     CLIENT_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     C_PUBLIC_FIELD_NUMBER: _ClassVar[int]
     S_PUBLIC_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_COMMITMENT_FIELD_NUMBER: _ClassVar[int]
     client: int
     round: int
     c_public: bytes
     s_public: bytes
     signature: bytes
-    def __init__(self, client: _Optional[int] = ..., round: _Optional[int] = ..., c_public: _Optional[bytes] = ..., s_public: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    graph_commitment: bytes
+    def __init__(self, client: _Optional[int] = ..., round: _Optional[int] = ..., c_public: _Optional[bytes] = ..., s_public: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., graph_commitment: _Optional[bytes] = ...) -> None: ...
+
+class GraphReveal(_message.Message):
+    __slots__ = ("client", "round", "nonce")
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    client: int
+    round: int
+    nonce: bytes
+    def __init__(self, client: _Optional[int] = ..., round: _Optional[int] = ..., nonce: _Optional[bytes] = ...) -> None: ...
 
 class EncryptedShare(_message.Message):
     __slots__ = ("sender", "recipient", "ciphertext")
@@ -133,13 +145,14 @@ class RequestAuth(_message.Message):
     def __init__(self, session: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class ClientMessage(_message.Message):
-    __slots__ = ("advertise_keys", "share_keys", "masked_input", "consistency_signature", "unmask_shares", "abort", "he_join", "he_key_delivery", "he_upload", "cluster_release", "auth")
+    __slots__ = ("advertise_keys", "share_keys", "masked_input", "consistency_signature", "unmask_shares", "abort", "graph_reveal", "he_join", "he_key_delivery", "he_upload", "cluster_release", "auth")
     ADVERTISE_KEYS_FIELD_NUMBER: _ClassVar[int]
     SHARE_KEYS_FIELD_NUMBER: _ClassVar[int]
     MASKED_INPUT_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     UNMASK_SHARES_FIELD_NUMBER: _ClassVar[int]
     ABORT_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_REVEAL_FIELD_NUMBER: _ClassVar[int]
     HE_JOIN_FIELD_NUMBER: _ClassVar[int]
     HE_KEY_DELIVERY_FIELD_NUMBER: _ClassVar[int]
     HE_UPLOAD_FIELD_NUMBER: _ClassVar[int]
@@ -151,12 +164,13 @@ class ClientMessage(_message.Message):
     consistency_signature: ConsistencySignature
     unmask_shares: UnmaskShares
     abort: ClientAbort
+    graph_reveal: GraphReveal
     he_join: HEJoin
     he_key_delivery: HEKeyDelivery
     he_upload: HEUpload
     cluster_release: ClusterRelease
     auth: RequestAuth
-    def __init__(self, advertise_keys: _Optional[_Union[AdvertiseKeys, _Mapping]] = ..., share_keys: _Optional[_Union[ShareKeys, _Mapping]] = ..., masked_input: _Optional[_Union[MaskedInput, _Mapping]] = ..., consistency_signature: _Optional[_Union[ConsistencySignature, _Mapping]] = ..., unmask_shares: _Optional[_Union[UnmaskShares, _Mapping]] = ..., abort: _Optional[_Union[ClientAbort, _Mapping]] = ..., he_join: _Optional[_Union[HEJoin, _Mapping]] = ..., he_key_delivery: _Optional[_Union[HEKeyDelivery, _Mapping]] = ..., he_upload: _Optional[_Union[HEUpload, _Mapping]] = ..., cluster_release: _Optional[_Union[ClusterRelease, _Mapping]] = ..., auth: _Optional[_Union[RequestAuth, _Mapping]] = ...) -> None: ...
+    def __init__(self, advertise_keys: _Optional[_Union[AdvertiseKeys, _Mapping]] = ..., share_keys: _Optional[_Union[ShareKeys, _Mapping]] = ..., masked_input: _Optional[_Union[MaskedInput, _Mapping]] = ..., consistency_signature: _Optional[_Union[ConsistencySignature, _Mapping]] = ..., unmask_shares: _Optional[_Union[UnmaskShares, _Mapping]] = ..., abort: _Optional[_Union[ClientAbort, _Mapping]] = ..., graph_reveal: _Optional[_Union[GraphReveal, _Mapping]] = ..., he_join: _Optional[_Union[HEJoin, _Mapping]] = ..., he_key_delivery: _Optional[_Union[HEKeyDelivery, _Mapping]] = ..., he_upload: _Optional[_Union[HEUpload, _Mapping]] = ..., cluster_release: _Optional[_Union[ClusterRelease, _Mapping]] = ..., auth: _Optional[_Union[RequestAuth, _Mapping]] = ...) -> None: ...
 
 class RoundStart(_message.Message):
     __slots__ = ("config", "state")
@@ -179,6 +193,20 @@ class ShareBundle(_message.Message):
     senders: _containers.RepeatedScalarFieldContainer[int]
     shares: _containers.RepeatedCompositeFieldContainer[EncryptedShare]
     def __init__(self, senders: _Optional[_Iterable[int]] = ..., shares: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ...) -> None: ...
+
+class OwnedNonce(_message.Message):
+    __slots__ = ("client", "nonce")
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    client: int
+    nonce: bytes
+    def __init__(self, client: _Optional[int] = ..., nonce: _Optional[bytes] = ...) -> None: ...
+
+class GraphNonces(_message.Message):
+    __slots__ = ("nonces",)
+    NONCES_FIELD_NUMBER: _ClassVar[int]
+    nonces: _containers.RepeatedCompositeFieldContainer[OwnedNonce]
+    def __init__(self, nonces: _Optional[_Iterable[_Union[OwnedNonce, _Mapping]]] = ...) -> None: ...
 
 class ConsistencyRequest(_message.Message):
     __slots__ = ("survivors",)
@@ -213,7 +241,7 @@ class ServerAbort(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class ServerMessage(_message.Message):
-    __slots__ = ("round_start", "key_list", "share_bundle", "consistency_request", "unmask_request", "round_complete", "abort", "he_start", "he_keys", "he_key_bundle", "he_result", "he_masked_start")
+    __slots__ = ("round_start", "key_list", "share_bundle", "consistency_request", "unmask_request", "round_complete", "abort", "graph_nonces", "he_start", "he_keys", "he_key_bundle", "he_result", "he_masked_start")
     ROUND_START_FIELD_NUMBER: _ClassVar[int]
     KEY_LIST_FIELD_NUMBER: _ClassVar[int]
     SHARE_BUNDLE_FIELD_NUMBER: _ClassVar[int]
@@ -221,6 +249,7 @@ class ServerMessage(_message.Message):
     UNMASK_REQUEST_FIELD_NUMBER: _ClassVar[int]
     ROUND_COMPLETE_FIELD_NUMBER: _ClassVar[int]
     ABORT_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_NONCES_FIELD_NUMBER: _ClassVar[int]
     HE_START_FIELD_NUMBER: _ClassVar[int]
     HE_KEYS_FIELD_NUMBER: _ClassVar[int]
     HE_KEY_BUNDLE_FIELD_NUMBER: _ClassVar[int]
@@ -233,12 +262,13 @@ class ServerMessage(_message.Message):
     unmask_request: UnmaskRequest
     round_complete: RoundComplete
     abort: ServerAbort
+    graph_nonces: GraphNonces
     he_start: HEStart
     he_keys: HEKeys
     he_key_bundle: HEKeyBundle
     he_result: HEResult
     he_masked_start: HEMaskedStart
-    def __init__(self, round_start: _Optional[_Union[RoundStart, _Mapping]] = ..., key_list: _Optional[_Union[KeyList, _Mapping]] = ..., share_bundle: _Optional[_Union[ShareBundle, _Mapping]] = ..., consistency_request: _Optional[_Union[ConsistencyRequest, _Mapping]] = ..., unmask_request: _Optional[_Union[UnmaskRequest, _Mapping]] = ..., round_complete: _Optional[_Union[RoundComplete, _Mapping]] = ..., abort: _Optional[_Union[ServerAbort, _Mapping]] = ..., he_start: _Optional[_Union[HEStart, _Mapping]] = ..., he_keys: _Optional[_Union[HEKeys, _Mapping]] = ..., he_key_bundle: _Optional[_Union[HEKeyBundle, _Mapping]] = ..., he_result: _Optional[_Union[HEResult, _Mapping]] = ..., he_masked_start: _Optional[_Union[HEMaskedStart, _Mapping]] = ...) -> None: ...
+    def __init__(self, round_start: _Optional[_Union[RoundStart, _Mapping]] = ..., key_list: _Optional[_Union[KeyList, _Mapping]] = ..., share_bundle: _Optional[_Union[ShareBundle, _Mapping]] = ..., consistency_request: _Optional[_Union[ConsistencyRequest, _Mapping]] = ..., unmask_request: _Optional[_Union[UnmaskRequest, _Mapping]] = ..., round_complete: _Optional[_Union[RoundComplete, _Mapping]] = ..., abort: _Optional[_Union[ServerAbort, _Mapping]] = ..., graph_nonces: _Optional[_Union[GraphNonces, _Mapping]] = ..., he_start: _Optional[_Union[HEStart, _Mapping]] = ..., he_keys: _Optional[_Union[HEKeys, _Mapping]] = ..., he_key_bundle: _Optional[_Union[HEKeyBundle, _Mapping]] = ..., he_result: _Optional[_Union[HEResult, _Mapping]] = ..., he_masked_start: _Optional[_Union[HEMaskedStart, _Mapping]] = ...) -> None: ...
 
 class HEConfig(_message.Message):
     __slots__ = ("round", "clients", "dim", "scheme", "key_holder", "clip", "max_weight", "levels", "nonce", "model_hash", "learning_rate")

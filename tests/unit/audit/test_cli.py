@@ -91,5 +91,9 @@ def test_one_update_leaks_far_above_chance_and_the_masked_upload_does_not(
     assert one["ssim"] > one["ssim_chance_band"][1]
     assert one["rank1"] > one["rank1_chance"]
     for metric in ("rank1", "identity_cosine", "ssim"):
-        assert masked[metric] <= masked[f"{metric}_chance_band"][1], metric
+        # The masked view is itself a chance draw, so its 95% band is crossed 1 run in 40;
+        # "no better than chance" is tested at 0.1% (the band widened from 1.96 to 3.29 σ).
+        low, high = masked[f"{metric}_chance_band"]
+        centre, half = (low + high) / 2, (high - low) / 2
+        assert masked[metric] <= centre + half * 3.29 / 1.96, metric
     assert masked["identity_cosine"] < one["identity_cosine"] - 0.4

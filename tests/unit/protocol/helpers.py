@@ -47,6 +47,7 @@ Intercept = Callable[[int, ServerMessage], ServerMessage | None]
 #: Server phases in order, as named in ``protocol.simulation.PHASES``.
 COLLECTING = (
     ServerPhase.ADVERTISE,
+    ServerPhase.GRAPH,
     ServerPhase.SHARE,
     ServerPhase.MASKED,
     ServerPhase.CONSISTENCY,

@@ -10,6 +10,7 @@ releasing a share. Every one of them passed the landed client before.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from fractions import Fraction
 
 import pytest
@@ -22,8 +23,11 @@ from protocol.messages import (
     AdvertiseKeys,
     ClientAbort,
     ClientMessage,
+    GraphNonces,
+    GraphReveal,
     KeyList,
     RoundStart,
+    ServerAbort,
     ShareKeys,
 )
 from protocol.policy import (
@@ -221,15 +225,94 @@ def test_secagg_plus_key_list_must_hold_the_whole_cohort() -> None:
     assert [type(r) for r in replies] == [ClientAbort]
     assert "every cohort member's key" in (clients[VICTIM].abort_reason or "")
     full = clients[2].handle(KeyList(tuple(ads)))
-    assert [type(r) for r in full] == [ShareKeys]
+    assert [type(r) for r in full] == [GraphReveal]
+
+
+def _revealed(
+    n: int = 10, degree: int = 4
+) -> tuple[RoundConfig, dict[int, ClientMachine], list[AdvertiseKeys], dict[int, bytes]]:
+    cfg, clients, ads = _advertised(n, degree)
+    nonces = {}
+    for c, m in clients.items():
+        (reveal,) = m.handle(KeyList(tuple(ads)))
+        assert isinstance(reveal, GraphReveal) and m.phase is ClientPhase.AWAITING_GRAPH
+        nonces[c] = reveal.nonce
+    return cfg, clients, ads, nonces
+
+
+def test_the_secagg_plus_graph_comes_from_every_members_revealed_nonce() -> None:
+    """Commit-reveal: each signed key carries a commitment, opened only once U1 is fixed."""
+    cfg, clients, ads, nonces = _revealed()
+    for ad in ads:
+        assert ad.graph_commitment == ses.graph_commitment(cfg, ad.client, nonces[ad.client])
+    replies = clients[VICTIM].handle(GraphNonces(tuple(sorted(nonces.items()))))
+    assert [type(r) for r in replies] == [ShareKeys]
+    session = clients[VICTIM].session_id
+    expected = graph_from_seed(cfg.n, cfg.degree, ses.graph_seed(session, nonces.items()))
+    assert clients[VICTIM].graph == expected
+    # Keys alone no longer fix the graph: a colluder grinding its keys against the honest
+    # ones cannot know the graph, since one honest nonce (unknown then) re-draws it.
+    other = {**nonces, 2: bytes(32)}
+    redrawn = graph_from_seed(cfg.n, cfg.degree, ses.graph_seed(session, other.items()))
+    assert redrawn != expected
+
+
+@pytest.mark.parametrize("fault", ["swapped", "missing", "extra", "short"])
+def test_nonces_that_do_not_open_the_commitments_abort_before_any_share(fault: str) -> None:
+    """A server that grinds a colluder's nonce after seeing the others' is caught here."""
+    cfg, clients, _, nonces = _revealed()
+    items = dict(nonces)
+    if fault == "swapped":
+        items[cfg.clients[-1]] = hashlib.sha256(b"ground").digest()
+    elif fault == "missing":
+        del items[cfg.clients[-1]]
+    elif fault == "extra":
+        items[99] = bytes(32)
+    else:
+        items[cfg.clients[-1]] = items[cfg.clients[-1]][:16]
+    replies = clients[VICTIM].handle(GraphNonces(tuple(sorted(items.items()))))
+    assert [type(r) for r in replies] == [ClientAbort]
+    assert clients[VICTIM].phase is ClientPhase.ABORTED
+
+
+def test_a_key_list_without_graph_commitments_is_refused_in_secagg_plus() -> None:
+    _, clients, ads = _advertised(10, 4)
+    stripped = tuple(
+        dataclasses.replace(a, graph_commitment=b"") if a.client != VICTIM else a for a in ads
+    )
+    replies = clients[VICTIM].handle(KeyList(stripped))
+    assert [type(r) for r in replies] == [ClientAbort]
+    assert "graph commitment" in (clients[VICTIM].abort_reason or "")
+
+
+def test_the_server_aborts_when_a_member_withholds_its_nonce() -> None:
+    """Choosing whose nonces count would be a re-draw, so a missing reveal ends the round."""
+    from protocol.policy import lab_policy
+    from protocol.server import ServerMachine, ServerPhase
+
+    signing = keys(10)
+    cfg = config(10, degree=4, threshold=4)
+    server = ServerMachine(cfg, roster={c: k.public for c, k in signing.items()})
+    clients = {c: machine(c, signing, lab_policy(cfg)) for c in cfg.clients}
+    for c, msg in server.start():
+        for reply in clients[c].handle(msg):
+            server.receive(c, reply)
+    for c, msg in server.advance():
+        assert isinstance(msg, KeyList)
+        for reply in clients[c].handle(msg):
+            if c != cfg.clients[-1]:
+                server.receive(c, reply)
+    assert server.phase is ServerPhase.GRAPH
+    outbox = server.advance()
+    assert server.phase is ServerPhase.ABORTED and "graph nonces missing" in (
+        server.abort_reason or ""
+    )
+    assert all(isinstance(m, ServerAbort) for _, m in outbox)
 
 
 def test_an_unsigned_key_of_a_non_neighbour_is_refused() -> None:
-    cfg, clients, ads = _advertised(10, 4)
-    session = ses.session_id(cfg, tuple(ads))
-    graph = graph_from_seed(cfg.n, cfg.degree, ses.graph_seed(session))
-    near = {cfg.clients[i] for i in graph.holders(cfg.index_of(VICTIM) - 1)}
-    far = next(c for c in cfg.clients if c not in near)
+    _, clients, ads = _advertised(10, 4)
+    far = 7 if VICTIM != 7 else 8  # the graph is not drawn yet: every key is checked
     forged = tuple(
         dataclasses.replace(a, signature=bytes(64)) if a.client == far else a for a in ads
     )

@@ -26,6 +26,8 @@ from protocol.messages import (
     ClientMessage,
     ConsistencyRequest,
     ConsistencySignature,
+    GraphNonces,
+    GraphReveal,
     KeyList,
     MaskedInput,
     RoundComplete,
@@ -44,6 +46,7 @@ PROFILES: tuple[Profile, ...] = ("active", "semi-honest")
 SERVER_TYPES: tuple[type, ...] = (
     RoundStart,
     KeyList,
+    GraphNonces,
     ShareBundle,
     ConsistencyRequest,
     UnmaskRequest,
@@ -52,6 +55,7 @@ SERVER_TYPES: tuple[type, ...] = (
 )
 CLIENT_TYPES: tuple[type, ...] = (
     AdvertiseKeys,
+    GraphReveal,
     ShareKeys,
     MaskedInput,
     ConsistencySignature,
@@ -63,7 +67,8 @@ ME = 1  # the client under test
 
 
 def _config(profile: Profile) -> RoundConfig:
-    return small_config(3, dim=4, profile=profile)
+    """SecAgg+ (k = 2 of 5), so the graph commit-reveal phase is in the tables too."""
+    return small_config(5, dim=4, degree=2, profile=profile)
 
 
 # ---------------------------------------------------------------------- client table
@@ -76,6 +81,10 @@ for _p in PROFILES:
         (AdvertiseKeys,),
     )
     DOCUMENTED[(_p, ClientPhase.AWAITING_KEYS, KeyList)] = (
+        ClientPhase.AWAITING_GRAPH,
+        (GraphReveal,),
+    )
+    DOCUMENTED[(_p, ClientPhase.AWAITING_GRAPH, GraphNonces)] = (
         ClientPhase.AWAITING_SHARES,
         (ShareKeys,),
     )
@@ -242,6 +251,7 @@ SERVER_CELLS = [
 ]
 _ACCEPTS = {
     ServerPhase.ADVERTISE: AdvertiseKeys,
+    ServerPhase.GRAPH: GraphReveal,
     ServerPhase.SHARE: ShareKeys,
     ServerPhase.MASKED: MaskedInput,
     ServerPhase.CONSISTENCY: ConsistencySignature,
@@ -272,7 +282,7 @@ def _server_at(phase: ServerPhase) -> tuple[Harness, Replies]:
     """A round whose server collects ``phase``, with the clients' answers held back."""
     h = Harness(_config("active"), seed=SEED)
     if phase is ServerPhase.ABORTED:
-        h.step(drop=[3])  # 2 of 3 answer, t = 3
+        h.step(drop=[3])  # SecAgg+ needs every key in U1
         assert h.server.phase is ServerPhase.ABORTED
         return h, {}
     while h.server.phase is not phase:
@@ -347,7 +357,7 @@ def test_server_cannot_advance_from_a_terminal_phase(phase: ServerPhase) -> None
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_server_phases_follow_the_documented_order(profile: Profile) -> None:
-    """advertise → share → masked → (consistency, active only) → unmask → completed."""
+    """advertise → graph → share → masked → (consistency, active only) → unmask → completed."""
     order = [p for p in COLLECTING if profile == "active" or p is not ServerPhase.CONSISTENCY]
     h = Harness(_config(profile), seed=SEED)
     seen = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,6 +35,7 @@ from protocol.messages import (
     ClientMessage,
     ConsistencySignature,
     EncryptedShare,
+    GraphReveal,
     MaskedInput,
     ServerAbort,
     ShareKeys,
@@ -231,6 +233,8 @@ def _conflicting(msg: ClientMessage) -> ClientMessage:
     match msg:
         case AdvertiseKeys():
             return dataclasses.replace(msg, c_public=bytes(32))
+        case GraphReveal():
+            return dataclasses.replace(msg, nonce=bytes(32))
         case ShareKeys():
             return dataclasses.replace(msg, self_mask_commitment=bytes(32))
         case MaskedInput():
@@ -245,9 +249,15 @@ def _conflicting(msg: ClientMessage) -> ClientMessage:
 DUP = 2
 
 
+def _config(phase: ServerPhase, **kwargs: Any) -> RoundConfig:
+    """The complete graph, or SecAgg+ (k = 2) where the graph phase is under test."""
+    degree = 2 if phase is ServerPhase.GRAPH else None
+    return small_config(5, degree=degree, **kwargs)
+
+
 @pytest.mark.parametrize("phase", COLLECTING, ids=lambda p: p.value)
 def test_identical_retry_is_accepted_once(phase: ServerPhase) -> None:
-    h = Harness(small_config(5, dim=10), seed="t19")
+    h = Harness(_config(phase, dim=10), seed="t19")
     replies = _answers(h, phase)
     h.deliver_up(replies)
     before = _snapshot(h)
@@ -261,7 +271,7 @@ def test_identical_retry_is_accepted_once(phase: ServerPhase) -> None:
 
 @pytest.mark.parametrize("phase", COLLECTING, ids=lambda p: p.value)
 def test_conflicting_second_message_excludes_its_sender(phase: ServerPhase) -> None:
-    h = Harness(small_config(5, dim=10), seed="t19")
+    h = Harness(_config(phase, dim=10), seed="t19")
     replies = _answers(h, phase)
     h.deliver_up(replies)
     (first,) = replies[DUP]
@@ -278,7 +288,11 @@ def test_conflicting_second_message_excludes_its_sender(phase: ServerPhase) -> N
     assert isinstance(h.send(DUP, first), WrongPhase)  # and it is out of the round
     _finish(h)
     everyone = list(h.config.clients)
-    if phase in (ServerPhase.ADVERTISE, ServerPhase.SHARE):
+    if phase is ServerPhase.GRAPH:
+        # A member out of the graph phase leaves a nonce missing: the graph cannot be drawn.
+        assert h.server.phase is ServerPhase.ABORTED
+        assert "graph nonces missing" in (h.server.abort_reason or "")
+    elif phase in (ServerPhase.ADVERTISE, ServerPhase.SHARE):
         h.assert_exact([c for c in everyone if c != DUP])
     else:
         # Its first masked input is already in the sum and cannot be taken out:
@@ -302,7 +316,7 @@ def _rejects(
 
 @pytest.mark.parametrize("phase", COLLECTING, ids=lambda p: p.value)
 def test_stale_unknown_and_misattributed_messages_change_nothing(phase: ServerPhase) -> None:
-    h = Harness(small_config(5, dim=6, round_=7), seed="t20")
+    h = Harness(_config(phase, dim=6, round_=7), seed="t20")
     replies = _answers(h, phase)
     (msg,) = replies[2]
     for other_round in (6, 8, 0):

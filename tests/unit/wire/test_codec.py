@@ -29,6 +29,8 @@ from protocol.messages import (
     ConsistencyRequest,
     ConsistencySignature,
     EncryptedShare,
+    GraphNonces,
+    GraphReveal,
     KeyList,
     MaskedInput,
     RoundComplete,
@@ -57,7 +59,13 @@ PAIRS = st.lists(st.tuples(U64, BLOB), max_size=6).map(tuple)
 U64S = st.lists(U64, max_size=8).map(tuple)
 
 ADVERTISE = st.builds(
-    AdvertiseKeys, client=U64, round=U64, c_public=BLOB, s_public=BLOB, signature=BLOB
+    AdvertiseKeys,
+    client=U64,
+    round=U64,
+    c_public=BLOB,
+    s_public=BLOB,
+    signature=BLOB,
+    graph_commitment=BLOB,
 )
 SHARE = st.builds(EncryptedShare, sender=U64, recipient=U64, ciphertext=BLOB)
 
@@ -114,10 +122,12 @@ CLIENT_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         UnmaskShares, client=U64, round=U64, self_mask_shares=PAIRS, key_shares=PAIRS
     ),
     ClientAbort: st.builds(ClientAbort, client=U64, round=U64, reason=TEXT),
+    GraphReveal: st.builds(GraphReveal, client=U64, round=U64, nonce=BLOB),
 }
 SERVER_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     RoundStart: st.builds(RoundStart, config=CONFIGS),
     KeyList: st.builds(KeyList, keys=st.lists(ADVERTISE, max_size=6).map(tuple)),
+    GraphNonces: st.builds(GraphNonces, nonces=PAIRS),
     ShareBundle: st.builds(
         ShareBundle, senders=U64S, shares=st.lists(SHARE, max_size=6).map(tuple)
     ),
