@@ -159,3 +159,37 @@ def test_t39_restarted_client_never_sends_a_different_masked_input(cluster: Clus
     assert rounds[1]["survivors"] == [1, 2, 3, 4, 5]
     log = (cluster.workdir / "client-5.log").read_text()
     assert "ALREADY_EXISTS" in log or "no round" in log or "leaving round 0" in log
+
+
+def test_secagg_plus_over_grpc_draws_its_graph_by_commit_reveal(
+    cluster: Cluster, pki_of_seven: Path
+) -> None:
+    """SecAgg+ (k = 4 of 7) over mTLS: a member killed before it reveals its graph nonce
+    aborts that attempt (no one may choose whose nonces count); the retry without it is exact.
+    """
+    from protocol.policy import sparse_threshold
+
+    t = sparse_threshold(7, 4, profile="active", colluders=0)
+    cluster.start_aggregator(
+        base_config(pki_dir=str(pki_of_seven), profile="active", degree=4, threshold=t)
+    )
+    for c in range(1, 7):
+        cluster.start_client(c, ["--pki-dir", str(pki_of_seven), "--exact-levels"])
+    cluster.start_client(
+        7, ["--pki-dir", str(pki_of_seven), "--exact-levels"], fault="before_send_GraphReveal@0"
+    )
+    assert cluster.wait(timeout=150) == 0
+    rounds = check_exact(cluster)
+    assert [r["round"] for r in rounds] == [0, 1]
+    assert all(r["survivors"] == [1, 2, 3, 4, 5, 6] for r in rounds)
+    aborted = [r for r in cluster.rounds() if not r["completed"]]
+    assert aborted and "graph nonces missing from [7]" in str(aborted[0])
+
+
+@pytest.fixture
+def pki_of_seven(tmp_path: Path) -> Path:
+    from aggregator.pki import init_pki
+
+    root = tmp_path / "pki7"
+    init_pki(root, clients=7, server_names=["localhost", "127.0.0.1"], days=1, force=False)
+    return root
