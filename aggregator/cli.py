@@ -459,8 +459,8 @@ def _pki_init(args: argparse.Namespace) -> int:
         print(f"  clients       {clients_dir}/<id>/ (client.pem, client.key, signing.key)")
         print(f"  roster        {paths.roster} (public key {paths.roster_public})")
         print(
-            f"keep {paths.ca_key.name} and {paths.roster_key.name} with the consortium, "
-            "never on the aggregator"
+            f"  consortium    {paths.consortium}/ ({paths.ca_key.name}, {paths.roster_key.name}): "
+            "keep with the consortium, never on the aggregator (it refuses to start beside them)"
         )
     return 0
 

@@ -5,6 +5,9 @@ aggregator's operator does not run, otherwise the aggregator could mint
 clients (Sybil, X4). ``secagg pki init`` plays that CA for tests and demos;
 in a deployment ``ca.key`` and ``roster.key`` stay with the consortium and
 only certificates, ``roster.json`` and ``roster.pub`` reach the aggregator.
+Even the demo PKI keeps them out of the folder the aggregator serves from:
+``init_pki(out)`` writes them to the sibling ``<out>-consortium/``, and an
+aggregator whose folder holds either refuses to start (aggregator/tls.py).
 
 TLS certificates use ECDSA P-256 with SHA-256 (what every TLS stack accepts);
 the long-term protocol keys and the roster signature are Ed25519
@@ -45,7 +48,7 @@ MAX_CLIENTS = 1_000_000  # the protocol's validated range (protocol.params)
 MAX_DAYS = 36_500
 _CLOCK_SKEW = dt.timedelta(minutes=5)  # backdate so a peer whose clock lags still accepts
 _CLIENT_URI = re.compile(re.escape(CLIENT_URI_PREFIX) + r"([1-9][0-9]{0,18})")
-_PKI_MARKERS = ("ca.pem", "roster.json")
+_PKI_MARKERS = ("ca.pem", "roster.json", "ca.key", "roster.key")  # the last two: consortium
 
 
 class InvalidCertificate(AuthenticationFailed):
@@ -74,8 +77,13 @@ class PkiPaths:
         return self.root / "ca.pem"
 
     @property
+    def consortium(self) -> Path:
+        """The consortium's secrets (CA key, roster key): beside the PKI folder, never in it."""
+        return self.root.parent / f"{self.root.name}-consortium"
+
+    @property
     def ca_key(self) -> Path:
-        return self.root / "ca.key"
+        return self.consortium / "ca.key"
 
     @property
     def server_cert(self) -> Path:
@@ -91,7 +99,11 @@ class PkiPaths:
 
     @property
     def roster_key(self) -> Path:
-        return self.root / "roster.key"
+        return self.consortium / "roster.key"
+
+    def misplaced_secrets(self) -> list[Path]:
+        """Consortium secrets lying in the PKI folder itself (an old layout, or a copy)."""
+        return [p for p in (self.root / "ca.key", self.root / "roster.key") if p.exists()]
 
     @property
     def roster_public(self) -> Path:
@@ -446,19 +458,25 @@ def init_pki(
         raise ParameterError(f"clients must be in [1, {MAX_CLIENTS}], got {clients!r}")
     names = list(server_names) if server_names else list(DEFAULT_SERVER_NAMES)
     _validity(days, None, None)
+    final = PkiPaths(out)
     _check_target(out, force)
+    _check_target(final.consortium, force)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    staged = PkiPaths(tmp, tuple(range(1, clients + 1)))
     try:
-        staged = PkiPaths(tmp, tuple(range(1, clients + 1)))
+        staged.consortium.mkdir(mode=0o700)
         _populate(staged, names, days)
-        _check_target(out, force)  # re-check: someone may have created it meanwhile
-        if out.is_dir() and any(out.iterdir()):
-            shutil.rmtree(out)
+        for target in (out, final.consortium):  # re-check: someone may have created them
+            _check_target(target, force)
+            if target.is_dir() and any(target.iterdir()):
+                shutil.rmtree(target)
+        os.replace(staged.consortium, final.consortium)
         os.replace(tmp, out)  # also replaces an empty directory
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(staged.consortium, ignore_errors=True)
         raise
     return PkiPaths(out, staged.client_ids)
 

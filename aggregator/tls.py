@@ -225,13 +225,12 @@ def check_server_security(
                 f"{path} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC "
                 "(is this host's clock right?)"
             )
-    for secret in (paths.ca_key, paths.roster_key):
-        if secret.exists():  # refused by the lead's call; `pki init` writes them here today
-            log.warning(
-                "%s lies in the aggregator's PKI folder: whoever controls the aggregator can "
-                "issue certificates or re-sign the roster; keep it offline",
-                secret,
-            )
+    for secret in paths.misplaced_secrets():
+        raise InsecureConfiguration(
+            f"{secret} lies in the aggregator's PKI folder: whoever controls the aggregator "
+            "could issue certificates or re-sign the roster; keep it with the consortium "
+            f"(secagg pki writes it to {paths.consortium})"
+        )
     try:
         verify_issued_by(server, ca)
     except InvalidCertificate:

@@ -11,6 +11,7 @@ from cryptography import x509
 
 from aggregator.cli import main
 from aggregator.pki import (
+    PkiPaths,
     add_client,
     cert_sha256,
     client_id_from_cert,
@@ -60,7 +61,7 @@ def test_add_refuses_an_enrolled_id_and_leaves_everything_as_it_was(pki: Path) -
 
 
 def test_add_needs_the_consortium_keys(pki: Path) -> None:
-    (pki / "roster.key").unlink()
+    PkiPaths(pki).roster_key.unlink()
     with pytest.raises(ParameterError, match=r"roster\.key"):
         add_client(pki, 3)
     assert not (pki / "clients" / "3").exists()

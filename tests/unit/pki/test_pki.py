@@ -72,7 +72,7 @@ def test_init_creates_every_file_with_private_keys_0600(pki: PkiPaths) -> None:
         if name != "clients":
             assert Path(value).exists()
     # No staging directory is left next to the result.
-    assert [p.name for p in pki.root.parent.iterdir()] == [pki.root.name]
+    assert sorted(p.name for p in pki.root.parent.iterdir()) == [pki.root.name, pki.consortium.name]
 
 
 def test_ca_is_a_self_signed_ca(pki: PkiPaths) -> None:

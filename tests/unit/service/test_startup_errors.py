@@ -44,6 +44,20 @@ def test_an_expired_or_not_yet_valid_certificate_is_refused(
         check_server_security(False, pki)
 
 
+@pytest.mark.parametrize("secret", ["ca.key", "roster.key"])
+def test_consortium_secrets_in_the_aggregators_folder_are_refused(
+    tmp_path: Path, secret: str
+) -> None:
+    """Whoever runs the aggregator must not hold the keys that mint clients or sign rosters."""
+    root = tmp_path / "pki"
+    paths = init_pki(root, clients=2, server_names=["localhost"], days=1)
+    assert not paths.misplaced_secrets() and paths.ca_key.parent == tmp_path / "pki-consortium"
+    check_server_security(False, root)
+    (root / secret).write_bytes((paths.consortium / secret).read_bytes())
+    with pytest.raises(InsecureConfiguration, match=f"{secret} lies in the aggregator's"):
+        check_server_security(False, root)
+
+
 def serve(config: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CLI, "aggregator", "serve", "--config", str(config), "--clients", "3"],
