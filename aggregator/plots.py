@@ -3,35 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
-
-PHASES = ("advertise", "graph", "share", "masked", "consistency", "unmask")
-
-
-def time_breakdown(rounds: list[dict[str, Any]], path: Path) -> Path:
-    """Stacked bars: seconds per protocol phase, per round."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    labels = [f"{r['round']}" + ("" if r["completed"] else "×") for r in rounds]
-    bottom = [0.0] * len(rounds)
-    for phase in PHASES:
-        values = [float(r["phase_seconds"].get(phase, 0.0)) for r in rounds]
-        if any(values):
-            ax.bar(labels, values, bottom=bottom, label=phase)
-            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    ax.set_xlabel("round (× = aborted attempt)")
-    ax.set_ylabel("seconds")
-    ax.set_title("Round time by protocol phase")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 def time_split(rounds: list[int], parts: dict[str, list[float]], path: Path) -> Path:

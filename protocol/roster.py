@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocol.errors import AuthenticationFailed, UnknownClient
-from secagg.encoding import Field, encode
+from secagg.encoding import Field
 from secagg.errors import InvalidKey, ParameterError
 from secagg.primitives.signing import (
     PUBLIC_BYTES,
@@ -144,11 +144,6 @@ def _sorted_unique(entries: Iterable[RosterEntry]) -> list[RosterEntry]:
         if len(set(values)) != len(values):
             raise InvalidRoster(f"duplicate {what} in roster")
     return ordered
-
-
-def roster_message(entries: Iterable[RosterEntry], version: int = ROSTER_VERSION) -> bytes:
-    """The canonical bytes that the roster signature covers (for audits and tests)."""
-    return encode(*_signed_fields(_sorted_unique(entries), version))
 
 
 def _signed_fields(ordered: list[RosterEntry], version: int) -> list[Field]:
