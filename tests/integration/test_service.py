@@ -171,7 +171,14 @@ def test_secagg_plus_over_grpc_draws_its_graph_by_commit_reveal(
 
     t = sparse_threshold(7, 4, profile="active", colluders=0)
     cluster.start_aggregator(
-        base_config(pki_dir=str(pki_of_seven), profile="active", degree=4, threshold=t)
+        base_config(
+            pki_dir=str(pki_of_seven),
+            profile="active",
+            degree=4,
+            threshold=t,
+            phase_timeout_s=4.0,
+            start_timeout_s=6.0,  # the retry starts without the dead member soon
+        )
     )
     for c in range(1, 7):
         cluster.start_client(c, ["--pki-dir", str(pki_of_seven), "--exact-levels"])

@@ -282,7 +282,9 @@ def test_stalled_uploads_do_not_stop_honest_rounds(cluster: Cluster) -> None:
             channel.close()
     assert completed_exact(cluster) == [0, 1, 2, 3, 4]
     assert sum(stalls.codes.values()) >= 64
-    assert set(stalls.codes) <= {"FAILED_PRECONDITION", "RESOURCE_EXHAUSTED", "UNAVAILABLE"}
+    # CANCELLED: the watchdog cut an idle stream (context.cancel()), as it should.
+    allowed = {"CANCELLED", "FAILED_PRECONDITION", "RESOURCE_EXHAUSTED", "UNAVAILABLE"}
+    assert set(stalls.codes) <= allowed, stalls.codes
     log = (cluster.workdir / "aggregator.log").read_text()
     assert "Traceback" not in log
     assert took < 45, f"5 rounds under 64 stalled uploads took {took:.1f} s"
