@@ -138,7 +138,7 @@ def test_health_watch_churn_starves_nothing_and_sigterm_stops(cluster: Cluster) 
     cluster.start_aggregator(base_config(), extra=["--clients", "3"], exit_when_finished=False)
     assert cluster.aggregator is not None
     with WatchChurn(cluster.port, threads=8) as churn:
-        time.sleep(6.0)  # churn alone: the server keeps answering
+        time.sleep(20.0)  # churn alone for 20 s (the figure): the server keeps answering
         assert answers(cluster.port) == Status.SERVING
         started = time.monotonic()
         for c in (1, 2, 3):
@@ -388,10 +388,10 @@ def test_undecodable_bodies_are_invalid_argument_and_rss_stays_level(cluster: Cl
     pid = cluster.aggregator.pid
     send_garbage(cluster.port, 4000)  # warm-up: thread stacks, arenas, caches
     before = rss_bytes(pid)
-    codes = send_garbage(cluster.port, 20000)
+    codes = send_garbage(cluster.port, 100_000)
     growth = rss_bytes(pid) - before
-    assert codes == Counter({"INVALID_ARGUMENT": 20000}), codes
-    assert growth < 10 << 20, f"RSS grew {growth / 1e6:.1f} MB over 20,000 undecodable bodies"
+    assert codes == Counter({"INVALID_ARGUMENT": 100_000}), codes
+    assert growth < 20 << 20, f"RSS grew {growth / 1e6:.1f} MB over 100,000 undecodable bodies"
     assert answers(cluster.port) == Status.SERVING
     log = (cluster.workdir / "aggregator.log").read_text()
     assert log.count("Traceback") == 0
