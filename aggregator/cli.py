@@ -595,7 +595,15 @@ def _status(args: argparse.Namespace) -> int:
         print(f"waiting for: {status['waiting_for']}")
     for r in status["history"][-5:]:
         outcome = "completed" if r["completed"] else f"aborted: {r['abort_reason']}"
-        print(f"  round {r['round']} (epoch {r['epoch']}): {outcome}, survivors {r['survivors']}")
+        wait = f"started after {r.get('start_wait_s', 0.0):.1f} s"
+        if r.get("waited_for"):
+            wait += f" waiting for {r['waited_for']}"
+        if r.get("not_waited_for"):
+            wait += f", not waiting for {r['not_waited_for']}"
+        print(
+            f"  round {r['round']} (epoch {r['epoch']}): {outcome}, survivors {r['survivors']}; "
+            + wait
+        )
     kept = status.get("retention")
     if kept:
         print(

@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -134,6 +135,12 @@ class RoundRecord:
     wall_s: float = 0.0
     bytes_received: int = 0
     method_releases: int = 0  # DP cluster releases of the attempt (fedgc, privacyface)
+    #: Seconds from the previous attempt's end (or the aggregator's start) to this start.
+    start_wait_s: float = 0.0
+    #: Roster clients absent at the start that the start waited for (start_timeout_s ran out).
+    waited_for: list[int] = field(default_factory=list)
+    #: Roster clients absent at the start and not waited for: dropped, or gone silent.
+    not_waited_for: list[int] = field(default_factory=list)
 
 
 def round_threshold(s: AggregatorSettings, n: int, roster_size: int) -> int:
@@ -193,6 +200,13 @@ class Coordinator:
         #: HE modes: the previous attempt's outboxes, so a late poll still gets the sum.
         self._previous: tuple[int, dict[int, list[AnyServerMessage]]] | None = None
         self._last_seen: dict[int, float] = {}
+        #: When each client last *began* a poll: a dead client's poll may still be waiting
+        #: on the server, but it never begins another one (liveness, issue 18).
+        self._poll_began: dict[int, float] = {}
+        #: Clients dropped from the last attempt, and when: not waited for until they poll again.
+        self._dropped: dict[int, float] = {}
+        #: The running attempt's start_wait_s, waited_for and not_waited_for, for its record.
+        self._start_figures: dict[str, Any] = {}
         #: Request nonces seen per client in the running attempt (replay refusal, T28).
         self._nonces: dict[int, set[bytes]] = {}
         self._deadline = 0.0
@@ -514,6 +528,7 @@ class Coordinator:
         self._known(client)
         end = self._clock() + wait_s
         with self._cond:
+            self._poll_began[client] = self._clock()
             while True:
                 self._last_seen[client] = self._clock()
                 if epoch != self.epoch:
@@ -582,19 +597,46 @@ class Coordinator:
         horizon = 3 * self.settings.poll_wait_s + 5
         return sorted(c for c, t in self._last_seen.items() if now - t <= horizon)
 
+    def _gone(self, now: float) -> set[int]:
+        """Clients not waited for: dropped from the last attempt and not polling since,
+        or seen once and silent past the presence horizon (issue 18)."""
+        present = set(self._present(now))
+        dropped = {c for c, at in self._dropped.items() if self._poll_began.get(c, -math.inf) <= at}
+        return dropped | {c for c in self._last_seen if c not in present}
+
     def _maybe_start(self, now: float) -> None:
+        """Start a round: at once when every wanted client is present; after the join
+        window when every client still alive is present (dead ones are not waited for);
+        after start_timeout_s with whoever is present (at least the fewest)."""
         if self._retry_at > now:
             return
-        present = self._present(now)
+        gone = self._gone(now)
+        present = [c for c in self._present(now) if c not in gone]
+        awaited = [c for c in sorted(self.roster) if c not in gone]
         wanted = self.settings.min_clients or len(self.roster)
         fewest = 2
         if self.he is not None:  # only clients holding the current model can take part
             present = list(he_rounds.cohort(present, self.he))
+            awaited = [c for c in awaited if self.he.in_sync is None or c in self.he.in_sync]
             wanted = min(wanted, he_rounds.eligible(self.he, len(self.roster)))
             fewest = he_rounds.MIN_COHORT
-        timed_out = now - self._waiting_since >= self.settings.start_timeout_s
-        if len(present) < wanted and not (timed_out and len(present) >= fewest):
+        waited = now - self._waiting_since
+        missing = [c for c in awaited if c not in present]
+        joined = waited >= self.settings.join_window_s and not missing
+        timed_out = waited >= self.settings.start_timeout_s
+        if len(present) < wanted and not ((joined or timed_out) and len(present) >= fewest):
             return
+        self._start_figures = {
+            "start_wait_s": round(waited, 3),
+            "waited_for": missing if len(present) < wanted else [],
+            "not_waited_for": sorted(set(self.roster) - set(present) - set(missing)),
+        }
+        if self._start_figures["not_waited_for"]:
+            log.info(
+                "round %d does not wait for clients %s (dropped or silent)",
+                self.round,
+                self._start_figures["not_waited_for"],
+            )
         config = self._config(tuple(present))
         if self.he is not None:  # its sum must still reach the clients that poll late
             self._previous = (self.epoch, self._outbox)
@@ -728,6 +770,7 @@ class Coordinator:
         self._observe(record)
         self.machine = None
         self._waiting_since = self._clock()
+        self._mark_dropped(record, machine.excluded)
         if result is not None:
             if result.weight_sum > 0:
                 update = result.weighted_mean()
@@ -750,6 +793,16 @@ class Coordinator:
         if record.completed:  # after the round's commit: retention (aggregator/store.py)
             self.store.prune(self.round, at=self._clock())
 
+    def _mark_dropped(self, record: RoundRecord, excluded: dict[int, str]) -> None:
+        """Who the next start does not wait for until they poll again: the cohort's
+        dropouts (a completed round's non-survivors, an aborted one's excluded)."""
+        now = self._clock()
+        out = set(record.cohort) - set(record.survivors) if record.completed else set(excluded)
+        for client in out:
+            self._dropped[client] = now
+        for client in record.survivors:
+            self._dropped.pop(client, None)
+
     def _attempt_figures(self) -> dict[str, Any]:
         """The running attempt's timings, bytes and releases, for its RoundRecord."""
         return {
@@ -757,6 +810,7 @@ class Coordinator:
             "wall_s": self._clock() - self._round_started,
             "bytes_received": self._bytes_in,
             "method_releases": len(self.methods.releases) if self.methods is not None else 0,
+            **self._start_figures,
         }
 
     def _observe(self, record: RoundRecord) -> None:
@@ -798,6 +852,7 @@ class Coordinator:
         self._observe(record)
         self.machine = None
         self._waiting_since = self._clock()
+        self._mark_dropped(record, machine.excluded)
         if blobs is not None:
             if self.methods is not None:  # the releases go with the next HEStart
                 self.methods.finish_he(self.round)

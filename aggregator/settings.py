@@ -38,6 +38,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "dplc_clusters": (0, 1 << 16, False),
     "train_timeout_s": (0, MAX_TIMEOUT_S, False),
     "start_timeout_s": (0, MAX_TIMEOUT_S, False),
+    "join_window_s": (0, MAX_TIMEOUT_S, False),
     "retry_delay_s": (0, MAX_TIMEOUT_S, False),
     "poll_wait_s": (0, 3600.0, True),
     "max_workers": (1, MAX_WORKERS, False),
@@ -140,6 +141,9 @@ class AggregatorSettings:
     # 0 = phase_timeout_s.
     train_timeout_s: float = 0.0
     start_timeout_s: float = 60.0
+    # After a round, wait this long for late clients, then start with every live client
+    # (those polling; a client that dropped out is not waited for until it polls again).
+    join_window_s: float = 3.0
     retry_delay_s: float = 2.0  # after an aborted attempt, before the next one
     poll_wait_s: float = 5.0
     max_workers: int = 64

@@ -51,6 +51,7 @@ BAD: dict[str, list[object]] = {
     "dplc_clusters": [-1, 2.0, True],
     "train_timeout_s": [NAN, -1, INF, "0"],
     "start_timeout_s": [NAN, -1, INF],
+    "join_window_s": [NAN, -1, INF, "3", True],
     "retry_delay_s": [NAN, -1, INF],
     "poll_wait_s": [NAN, 0, -1, INF, 1e9],
     "max_workers": [0, -1, 64.0, True, 10**9],
