@@ -71,6 +71,29 @@ def test_client_killed_before_masked_input_drops_out_and_sum_stays_exact(cluster
     assert [r["round"] for r in rounds] == [0, 1]
 
 
+def test_a_dead_client_does_not_stall_the_later_rounds(cluster: Cluster) -> None:
+    """Issue 18: client 5 dies in round 0; rounds 1 and 2 start after the join window
+    (not start_timeout_s) without it, say so in their records, and stay exact."""
+    join = 2.0
+    cluster.start_aggregator(
+        base_config(
+            insecure=True, profile="semi-honest", rounds=3, start_timeout_s=60.0, join_window_s=join
+        ),
+        extra=["--clients", "5"],
+    )
+    for c in (1, 2, 3, 4):
+        cluster.start_client(c, ["--insecure", "--exact-levels"])
+    cluster.start_client(5, ["--insecure", "--exact-levels"], fault="before_send_MaskedInput@0")
+    assert cluster.wait(timeout=120) == 0
+    rounds = check_exact(cluster)
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    assert 5 in rounds[0]["cohort"] and rounds[0]["survivors"] == [1, 2, 3, 4]
+    for r in rounds[1:]:
+        assert r["cohort"] == r["survivors"] == [1, 2, 3, 4]
+        assert r["waited_for"] == [] and r["not_waited_for"] == [5]
+        assert join <= float(str(r["start_wait_s"])) < join + 3.0  # not 60 s
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("message", ["AdvertiseKeys", "ShareKeys"])
 def test_client_killed_in_the_key_phases_drops_out_and_sum_stays_exact(
