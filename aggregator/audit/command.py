@@ -94,7 +94,8 @@ def register(sub: Any) -> None:
             "Run a catalogue of attacks a malicious aggregator (with up to n_C colluding enrolled "
             "clients) can try against clients under the policy of a client config: profile, "
             "mode, cohort, threshold and graph downgrades, differencing, malformed messages, key "
-            "substitution, Sybils, split views, config splits, replays, both-shares requests. "
+            "substitution, Sybils, split views, config splits, replays, both-shares requests, "
+            "low-order keys, and membership inference from FedFace's S. "
             "An oracle that strips the masks says whether the victim's input was recovered."
         ),
     )
@@ -117,7 +118,10 @@ def run_server(args: argparse.Namespace) -> int:
     roster = args.roster or _roster_size(Path(settings.pki_dir) if settings.pki_dir else None)
     if roster < 3:
         raise ParameterError("--roster must be at least 3")
-    report = run_attacks(settings.client_policy(), roster)
+    epsilon = settings.training.get("fedface_epsilon", 1.0)
+    if type(epsilon) not in (int, float) or not 0 < epsilon < float("inf"):
+        raise ParameterError("[client.training] fedface_epsilon must be a positive number")
+    report = run_attacks(settings.client_policy(), roster, fedface_epsilon=float(epsilon))
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")

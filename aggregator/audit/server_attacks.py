@@ -599,6 +599,59 @@ def _both_shares(policy: ClientPolicy, roster: int, n_c: int) -> Outcome:
     return judged(w, what)
 
 
+FACE_CLASS = "8 privacy of the face methods"
+
+
+def _no_run() -> Outcome:
+    raise AssertionError("the FedFace row is run with the client's epsilon")
+
+
+def _low_order_peer_key(policy: ClientPolicy, roster: int, n_c: int) -> Outcome:
+    """A colluder advertises (and signs) low-order X25519 keys; the server relays them.
+
+    A pairwise secret with a low-order point is the same for everyone, so a client
+    that agreed to it would mask with, and encrypt shares under, a public value.
+    """
+    w = build(policy, roster, 1, n=min(roster, 10))
+    what = "a colluder's signed low-order keys (0 and 1) relayed in the victim's key list"
+    if (early := refused_at_start(w, what)) is not None:
+        return early
+    for c, msg in w.server.start():
+        w.deliver(c, msg)
+    ads = [m for _, m in w.sent(AdvertiseKeys) if isinstance(m, AdvertiseKeys)]
+    bad = max(w.colluders)
+    zero, one = bytes(32), (1).to_bytes(32, "little")  # two low-order points
+    forged = []
+    for ad in ads:
+        if ad.client == bad:
+            fields = ses.advertise_fields(w.config, bad, zero, one, ad.graph_commitment)
+            ad = dataclasses.replace(
+                ad, c_public=zero, s_public=one, signature=sign(w.signing[bad], *fields)
+            )
+        forged.append(ad)
+    w.deliver(VICTIM, KeyList(tuple(forged)))
+    if any(c == VICTIM for c, _ in w.sent(ShareKeys)):
+        return Outcome(True, f"{what}: the victim agreed a public pairwise secret and shared")
+    return Outcome(False, f"{what}: {w.victim_reaction()}")
+
+
+def _fedface_membership(epsilon: float) -> Outcome:
+    """FedFace's broadcast S, every client but the victim colluding: is a face enrolled?"""
+    from aggregator.audit.moment_membership import MembershipSetting, membership_auc
+
+    got = membership_auc(MembershipSetting(epsilon=epsilon, trials=100))
+    what = (
+        f"membership of a face tested from FedFace's S (30 identities, d = 128, every other "
+        f"client colluding, this client's fedface_epsilon = {epsilon:g})"
+    )
+    verdict = "inferred" if got >= MEMBERSHIP_AUC else "near chance"
+    return Outcome(got >= MEMBERSHIP_AUC, f"{what}: AUC {got:.2f}, {verdict} (0.5 is chance)")
+
+
+#: An AUC at or above this counts as membership inferred (chance is 0.5).
+MEMBERSHIP_AUC = 0.75
+
+
 CATALOGUE: tuple[Attack, ...] = (
     Attack("profile-downgrade", "1 profile downgrade", _profile_downgrade),
     Attack("he-plain-key-holder", "2 HE mode downgrade", _he_downgrade),
@@ -615,16 +668,26 @@ CATALOGUE: tuple[Attack, ...] = (
     Attack("config-split", "config split", _config_split),
     Attack("replay-older-session", "replay from an older session", _replay),
     Attack("both-shares-request", "both-shares request", _both_shares),
+    Attack("low-order-peer-key", "9 invalid keys", _low_order_peer_key),
+    Attack("fedface-moment-membership", FACE_CLASS, lambda *_: _no_run()),
 )
 
 
-def run(policy: ClientPolicy, roster_size: int) -> dict[str, object]:
-    """Every attack in the catalogue against clients under ``policy``; a JSON-ready report."""
+def run(
+    policy: ClientPolicy, roster_size: int, *, fedface_epsilon: float = 1.0
+) -> dict[str, object]:
+    """Every attack in the catalogue against clients under ``policy``; a JSON-ready report.
+
+    ``fedface_epsilon`` is the client's S budget ([client.training]), for the FedFace row.
+    """
     n_c = policy.assumed_colluders(roster_size) or 0
     rows = []
     for attack in CATALOGUE:
         try:
-            outcome = attack.run(policy, roster_size, n_c)
+            if attack.cls == FACE_CLASS:
+                outcome = _fedface_membership(fedface_epsilon)
+            else:
+                outcome = attack.run(policy, roster_size, n_c)
         except Escaped as exc:
             outcome = Outcome(True, f"an exception escaped the client: {exc}")
         rows.append(

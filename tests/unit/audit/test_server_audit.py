@@ -25,6 +25,8 @@ CLASSES = {
     "config split",
     "replay from an older session",
     "both-shares request",
+    "8 privacy of the face methods",
+    "9 invalid keys",
 }
 
 
@@ -61,3 +63,15 @@ def test_a_weak_policy_lets_the_attacks_it_opts_into_through(
         "split-view-at-bound",
     }
     assert report["succeeded"] == len(won) and code == 1
+
+
+def test_the_face_and_key_rows_can_succeed_and_say_why() -> None:
+    """ε = 64 on S gives membership away (AUC ≫ 0.75); the low-order key is refused."""
+    from aggregator.audit.server_attacks import run
+    from protocol.policy import ClientPolicy
+
+    rows = {r["id"]: r for r in run(ClientPolicy(), 10, fedface_epsilon=64.0)["attacks"]}  # type: ignore[union-attr, index]
+    assert rows["fedface-moment-membership"]["succeeded"] is True
+    assert "inferred" in str(rows["fedface-moment-membership"]["evidence"])
+    assert rows["low-order-peer-key"]["succeeded"] is False
+    assert "invalid key" in str(rows["low-order-peer-key"]["evidence"])
