@@ -232,6 +232,18 @@ class Daemon:
             )
             self._machine = None
 
+    def _fresh_he_round(self) -> LocalModel:
+        """Reset this round's figures; fetch θ₀ once: in HE modes the model lives here."""
+        from clients.he_daemon import LocalModel  # TenSEAL: loaded by HE rounds only
+
+        self._times = dict.fromkeys(self._times, 0.0)
+        self._bytes_up = 0
+        if self._he_local is None:
+            start = time.perf_counter()
+            self._he_local = LocalModel.initial(self.transport.model(0))
+            self._times["network_s"] += time.perf_counter() - start
+        return self._he_local
+
     def _refusal(self, config_problem: str | None, model_hash: bytes, nonce: bytes) -> str | None:
         """Why this client sits a round out: its policy, then the differencing ledger."""
         if config_problem:
@@ -322,7 +334,7 @@ class Daemon:
         A method's state comes with the HEStart (bound into the announced
         lineage); FedFace's S is this client's own, from the last sum it applied.
         """
-        from clients.he_daemon import HERound, LocalModel
+        from clients.he_daemon import HERound
 
         self._round = msg.config.round
         self._model_hash = None
@@ -344,13 +356,7 @@ class Daemon:
             raise ParameterError("in ckks rounds S comes from the sum this client decrypts")
         if self.dp is not None:  # never train and upload without the noise this client plans
             raise ParameterError("distributed DP runs in masked rounds only, not in ckks rounds")
-        self._times = dict.fromkeys(self._times, 0.0)
-        self._bytes_up = 0
-        if self._he_local is None:
-            start = time.perf_counter()
-            self._he_local = LocalModel.initial(self.transport.model(0))
-            self._times["network_s"] += time.perf_counter() - start
-        local = self._he_local
+        local = self._fresh_he_round()
         update = None
         if HERound.current(local, msg):  # a model that is behind is not trained on
             problem = self._refusal(None, config.model_hash, config.nonce)
@@ -388,7 +394,7 @@ class Daemon:
         Nothing leaves before the policy and the ledger admitted the round: a
         refusal is one ClientAbort naming the rule.
         """
-        from clients.he_daemon import HEMaskedRound, LocalModel
+        from clients.he_daemon import HEMaskedRound
 
         config = msg.config
         self._round = config.round
@@ -406,13 +412,7 @@ class Daemon:
             raise ParameterError("distributed DP runs in masked rounds only, not in bfv-masked")
         if self.signing_key is None:
             raise ParameterError("bfv-masked rounds are signed: this client has no signing key")
-        self._times = dict.fromkeys(self._times, 0.0)
-        self._bytes_up = 0
-        if self._he_local is None:
-            start = time.perf_counter()
-            self._he_local = LocalModel.initial(self.transport.model(0))
-            self._times["network_s"] += time.perf_counter() - start
-        local = self._he_local
+        local = self._fresh_he_round()
         if local.lineage != config.model_hash:
             self._refuse(
                 config.round,
