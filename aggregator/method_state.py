@@ -34,6 +34,7 @@ from protocol.method_messages import (
     MethodState,
     check_method,
     extra_dim,
+    server_step,
 )
 from secagg.errors import ParameterError
 from secagg_pb import codec
@@ -45,13 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("secagg.aggregator")
 #: One RoundStart (a d × d float32 S) must fit a poll reply well inside gRPC's 16 MiB.
 MAX_MOMENT_BYTES = 8 * 1024 * 1024
-
-
-def server_step(
-    mean: np.ndarray, theta_dim: int, weight_sum: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """(the θ step, Σ_k of the appended values) from the weighted mean of round's vectors."""
-    return mean[:theta_dim], mean[theta_dim:] * weight_sum
 
 
 def check_settings(s: AggregatorSettings) -> None:

@@ -1,6 +1,6 @@
 """HE primitives (group "he"): one client's encryption, the aggregator's sum, decryption.
 
-Small sizes so `make test` runs each once in seconds; `aggregator/bench_he.py`
+Small sizes so `make test` runs each once in seconds; `benchmarks/secagg_bench/he.py`
 measures a full round at D = 1e6 beside NVIDIA FLARE's HE path.
 """
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from aggregator.bench_he import run
 from secagg import he
+from secagg_bench.he import run
 
 DIM = 4 * 8192
 CLIENTS = 4

@@ -228,3 +228,15 @@ def lineage_digest(lineage: bytes, state: MethodState | None) -> bytes:
     if state is None:
         return lineage
     return digest("secagg/v1/lineage+method", lineage, hashlib.sha256(state.canonical()).digest())
+
+
+def server_step(
+    mean: np.ndarray, theta_dim: int, weight_sum: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(the θ step, Σ_k of the appended values) from the weighted mean of a round's vectors.
+
+    Every host (the service and the in-process lab) takes the same step, whatever the
+    method: the first ``theta_dim`` entries move the model, the rest are the method's
+    appended values (FedFace's S_k/n_k), weighted back into a sum.
+    """
+    return mean[:theta_dim], mean[theta_dim:] * weight_sum

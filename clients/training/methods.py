@@ -7,7 +7,7 @@ its zCDP ledger) and the spreadout step against the securely summed S
 consensus-aware objective against the others' clusters (§4.3) and the
 FedGC-DPC correction (§3.4 a). The daemon
 (:mod:`clients.training.face_trainer`) and the experiment's hooks
-(:mod:`aggregator.methods`) both call these, so each method is written once.
+(:mod:`clients.lab.method_hooks`) both call these, so each method is written once.
 Nothing here talks to a server.
 """
 

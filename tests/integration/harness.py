@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aggregator.cluster import CLI, child_env
+from clients.lab.cluster import CLI, child_env
 from clients.training.synthetic import exact_levels
 
 SECAGG = CLI

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.demo_grpc import DemoOptions, run
+from clients.lab.demo_grpc import DemoOptions, run
 from secagg.errors import ParameterError
 
 pytestmark = pytest.mark.integration

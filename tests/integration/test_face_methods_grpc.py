@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from aggregator.cluster import LocalCluster
+from clients.lab.cluster import LocalCluster
 from clients.training.face_trainer import FaceTrainingSettings, initial_model
 from clients.training.privacyface import sigma_for_budget, zcdp_epsilon
 from protocol.method_messages import ClusterRelease, MethodState

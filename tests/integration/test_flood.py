@@ -1,6 +1,6 @@
 """T35 flood (security.md §6, X9), sized for a 2-core CI machine, plus the per-client byte limit.
 
-T35 runs the production entry points (:class:`aggregator.cluster.LocalCluster`:
+T35 runs the production entry points (:class:`clients.lab.cluster.LocalCluster`:
 PKI, aggregator and N = 8 daemons as processes, mutual TLS, active profile,
 exact-levels trainer). A ninth identity is enrolled but runs no daemon: it
 is the abusive client. The same cluster first runs baseline rounds, then
@@ -54,11 +54,11 @@ import grpc
 import numpy as np
 import pytest
 
-from aggregator.cluster import LocalCluster, child_env
 from aggregator.pki import cert_pem, issue_client_cert, key_pem, new_ca
 from aggregator.server import AggregatorServer
 from aggregator.settings import AggregatorSettings
 from aggregator.tls import CLIENT_OPTIONS
+from clients.lab.cluster import LocalCluster, child_env
 from protocol.messages import ClientAbort
 from secagg_pb import codec
 from secagg_pb.v1 import secagg_pb2 as pb

@@ -20,11 +20,11 @@ from typing import Any
 import grpc
 import pytest
 
-from aggregator.cluster import CLI, child_env
 from aggregator.pki import init_pki
 from aggregator.server import AggregatorServer, limit_malloc_arenas
 from aggregator.settings import AggregatorSettings
 from aggregator.tls import InsecureConfiguration
+from clients.lab.cluster import CLI, child_env
 from protocol.messages import RoundStart
 from protocol.request_auth import NONCE_BYTES, sign_message
 from secagg.errors import ParameterError

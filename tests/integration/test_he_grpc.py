@@ -144,7 +144,7 @@ def test_ckks_rounds_over_mtls_with_a_dropout(cluster: Cluster) -> None:
 def test_bench_round_runs_ckks_over_grpc(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from aggregator.cli import main
+    from secagg.cli import main
 
     argv = ["bench", "round", "--clients", "3", "--dim", "100", "--mode", "ckks"]
     assert main([*argv, "--rounds", "2", "--json", "--out", str(tmp_path)]) == 0

@@ -1,6 +1,6 @@
 """Load and soak over real processes and mutual TLS (security.md §6 G: T45, T46, sized for CI).
 
-Both run the production entry points through :class:`aggregator.cluster.LocalCluster`
+Both run the production entry points through :class:`clients.lab.cluster.LocalCluster`
 (a PKI, the aggregator and every daemon as separate processes on loopback),
 in the active profile, with the daemons' exact-levels trainer so that every
 round's sum can be checked bit for bit.
@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from aggregator.cluster import LocalCluster
+from clients.lab.cluster import LocalCluster
 from tests.integration.harness import expected_sha256
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

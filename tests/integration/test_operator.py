@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.cli import main
 from aggregator.server import AggregatorServer
 from aggregator.settings import AggregatorSettings
+from secagg.cli import main
 
 pytestmark = pytest.mark.integration
 

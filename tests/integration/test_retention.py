@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.cli import main
 from aggregator.server import AggregatorServer
 from aggregator.settings import AggregatorSettings
 from clients.daemon import Daemon
 from clients.training.synthetic import SyntheticTrainer
 from clients.transport import Transport
+from secagg.cli import main
 from tests.integration.harness import Cluster, expected_sha256
 from tests.integration.test_robustness import SEMI_HONEST_LAB, Live, _connect
 

@@ -41,11 +41,11 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from aggregator.cluster import child_env
 from aggregator.server import MAX_MESSAGE, SERVICE, AggregatorServer
 from aggregator.servicer import MAX_CHUNK
 from aggregator.settings import AggregatorSettings
 from clients.daemon import model_hash
+from clients.lab.cluster import child_env
 from clients.training.synthetic import exact_levels
 from clients.transport import Transport
 from protocol.client import ClientMachine

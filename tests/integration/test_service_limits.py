@@ -32,10 +32,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aggregator.cluster import CLI, child_env
 from aggregator.pki import init_pki
 from aggregator.server import SERVICE
 from aggregator.tls import secure_channel
+from clients.lab.cluster import CLI, child_env
 from protocol.request_auth import NONCE_BYTES, masked_digest, sign_request
 from secagg_pb import codec
 from secagg_pb.v1 import secagg_pb2 as pb

@@ -7,14 +7,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aggregator.audit.attacks import (
+from clients.lab.audit.attacks import (
     InversionProblem,
     cosine_head_leak,
     infer_labels,
     inverting_gradients,
     linear_leak,
 )
-from aggregator.audit.scenario import build_model, private_classes
+from clients.lab.audit.scenario import build_model, private_classes
 
 
 def test_linear_leak_recovers_the_input_of_a_single_sample_linear_layer() -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.cli import main
 from clients.training.data import default_orl_root
+from secagg.cli import main
 
 FIELDS = (
     "rank1",

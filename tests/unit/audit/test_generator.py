@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from aggregator.audit.generator import Generator, train_generator
+from clients.lab.audit.generator import Generator, train_generator
 
 
 def test_generator_trains_and_makes_images_in_range() -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from aggregator.audit.metrics import (
+from clients.lab.audit.metrics import (
     PSNR_CAP,
     Evaluator,
     chance_band,
@@ -17,7 +17,7 @@ from aggregator.audit.metrics import (
     ssim,
     templates_of,
 )
-from aggregator.audit.views import chi2_uniform_p
+from clients.lab.audit.views import chi2_uniform_p
 from clients.training.data import FaceDataset
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aggregator.audit.scenario import client_projector, split_for_audit
+from clients.lab.audit.scenario import client_projector, split_for_audit
 from clients.training.data import synthetic_faces
 
 

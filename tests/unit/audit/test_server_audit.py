@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.audit.server_attacks import CATALOGUE
-from aggregator.cli import main
+from clients.lab.audit.server_attacks import CATALOGUE
+from secagg.cli import main
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 CLASSES = {
@@ -67,7 +67,7 @@ def test_a_weak_policy_lets_the_attacks_it_opts_into_through(
 
 def test_the_face_and_key_rows_can_succeed_and_say_why() -> None:
     """ε = 64 on S gives membership away (AUC ≫ 0.75); the low-order key is refused."""
-    from aggregator.audit.server_attacks import run
+    from clients.lab.audit.server_attacks import run
     from protocol.policy import ClientPolicy
 
     rows = {r["id"]: r for r in run(ClientPolicy(), 10, fedface_epsilon=64.0)["attacks"]}  # type: ignore[union-attr, index]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aggregator.audit.views import build_views, power_of_two_clip
+from clients.lab.audit.views import build_views, power_of_two_clip
 
 
 def test_views_of_a_three_client_round() -> None:

@@ -11,9 +11,12 @@ from typing import Any
 
 import pytest
 
-from aggregator import bench_mask, bench_peers, bench_report, bench_suite
-from aggregator.cli import main
+from secagg.cli import main
 from secagg.errors import ParameterError
+from secagg_bench import mask as bench_mask
+from secagg_bench import peers as bench_peers
+from secagg_bench import report as bench_report
+from secagg_bench import suite as bench_suite
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PLOT_FILES = [name for name, *_ in bench_report.PLOTS]

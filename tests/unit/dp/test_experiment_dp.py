@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aggregator.distributed_dp import DistributedDp, DpOptions
+from clients.lab.distributed_dp import DistributedDp, DpOptions
 from protocol.simulation import make_config
 from secagg.dp import PrivacyLedger, planned_epsilon
 from secagg.dp.encode import clip_l2
@@ -82,7 +82,7 @@ def test_extra_coordinates_are_refused() -> None:
 
 
 def test_experiment_config_refuses_dp_in_ckks() -> None:
-    from aggregator.experiment import ExperimentConfig
+    from clients.lab.experiment import ExperimentConfig
 
     with pytest.raises(ParameterError, match="modes"):
         ExperimentConfig(mode="ckks", dp_epsilon=4.0)
@@ -93,7 +93,7 @@ def test_experiment_config_refuses_dp_in_ckks() -> None:
 @pytest.mark.slow
 def test_cli_experiment_records_epsilon_per_round(tmp_path: Path) -> None:
     """`secagg experiment --dp-epsilon`: each row has its round ε and the running total."""
-    from aggregator.cli import main
+    from secagg.cli import main
 
     out = tmp_path / "dp"
     code = main(

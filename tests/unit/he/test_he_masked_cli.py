@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from aggregator.cli import main
+from secagg.cli import main
 
 
 def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, object]:

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from aggregator.cli import main
 from aggregator.pki import (
     PkiPaths,
     add_client,
@@ -22,6 +21,7 @@ from aggregator.pki import (
     verify_issued_by,
 )
 from protocol.errors import AuthenticationFailed, UnknownClient
+from secagg.cli import main
 from secagg.errors import ParameterError
 
 

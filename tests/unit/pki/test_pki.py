@@ -14,7 +14,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from aggregator.cli import main
 from aggregator.pki import (
     InvalidCertificate,
     PkiPaths,
@@ -37,6 +36,7 @@ from protocol.roster import (
     roster_document,
     sign_roster,
 )
+from secagg.cli import main
 from secagg.errors import InvalidSignature, ParameterError, SecAggError
 from secagg.primitives.signing import SigningKey
 from secagg.rng import DeterministicRandomSource

@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 
 from aggregator.coordinator import Coordinator
-from aggregator.method_state import server_step
 from aggregator.servicer import AggregatorServicer, insecure_identity
 from aggregator.settings import AggregatorSettings
 from aggregator.store import Store
@@ -32,7 +31,7 @@ from clients.training.synthetic import LocalUpdate
 from protocol.errors import ConflictingMessage, InvalidMessage, UnknownClient, WrongPhase
 from protocol.he_messages import AnyClientMessage
 from protocol.messages import RoundStart
-from protocol.method_messages import ClusterRelease, MethodState, model_digest
+from protocol.method_messages import ClusterRelease, MethodState, model_digest, server_step
 from protocol.policy import ClientPolicy
 from secagg.errors import ParameterError
 from secagg.rng import DeterministicRandomSource
@@ -352,7 +351,7 @@ def test_the_aggregator_runs_every_method_without_torch() -> None:
     import subprocess
     import sys
 
-    from aggregator.cluster import child_env
+    from clients.lab.cluster import child_env
 
     code = (
         "import sys, aggregator.server, aggregator.method_state, aggregator.coordinator; "

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.cluster import CLI, child_env
 from aggregator.preflight import check_round_parameters
 from aggregator.settings import AggregatorSettings
+from clients.lab.cluster import CLI, child_env
 from secagg.errors import ParameterError
 
 BASE: dict[str, object] = {"insecure": True, "profile": "semi-honest"}

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aggregator.cluster import child_env
 from aggregator.store import Retention, Store, StoreError
+from clients.lab.cluster import child_env
 from secagg.errors import ParameterError
 
 SLICED = 300_000  # bytes per client per round logged in slices (a masked input)

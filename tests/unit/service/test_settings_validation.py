@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.cluster import CLI, child_env
 from aggregator.settings import AggregatorSettings, load_settings
+from clients.lab.cluster import CLI, child_env
 from secagg.errors import ParameterError
 
 NAN, INF = math.nan, math.inf

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from aggregator import tls
-from aggregator.cluster import CLI, child_env
 from aggregator.pki import init_pki
 from aggregator.store import Store
 from aggregator.tls import InsecureConfiguration, check_server_security
+from clients.lab.cluster import CLI, child_env
 
 
 @pytest.fixture(scope="module")

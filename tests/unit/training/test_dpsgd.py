@@ -10,7 +10,7 @@ import torch
 from opacus.accountants import RDPAccountant
 from opacus.validators import ModuleValidator
 
-from aggregator.experiment import ExperimentConfig, run_experiment
+from clients.lab.experiment import ExperimentConfig, run_experiment
 from clients.training.data import synthetic_faces
 from clients.training.dpsgd import ClientAccountant, DpSgdConfig, dp_backbone, train_local_dp
 from clients.training.evaluate import load_checkpoint

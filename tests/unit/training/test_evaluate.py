@@ -11,7 +11,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aggregator.cli import main
 from clients.training.evaluate import (
     VerificationResult,
     best_threshold,
@@ -26,6 +25,7 @@ from clients.training.evaluate import (
 )
 from clients.training.heads import CosFaceHead
 from clients.training.models import build_backbone
+from secagg.cli import main
 
 torch.set_num_threads(2)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from aggregator.cli import main
-from aggregator.experiment import ExperimentConfig, run_experiment
+from clients.lab.experiment import ExperimentConfig, run_experiment
 from clients.training.data import load_orl
+from secagg.cli import main
 
 
 def _tiny(tmp_path: Path, mode: str) -> dict[str, object]:
@@ -136,7 +136,7 @@ def test_orl_secure_fedavg_reaches_85_percent(tmp_path: Path) -> None:
 
 
 def test_private_projector_is_orthogonal_and_differs_per_client() -> None:
-    from aggregator.experiment import private_projector
+    from clients.lab.experiment import private_projector
 
     p1, p2 = private_projector(16, seed=1), private_projector(16, seed=2)
     assert torch.allclose(p1 @ p1.T, torch.eye(16), atol=1e-5)

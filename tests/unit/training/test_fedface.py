@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aggregator.experiment import ExperimentConfig, run_experiment
+from clients.lab.experiment import ExperimentConfig, run_experiment
 from clients.training.fedface import (
     denoise_moment,
     frame_potential,

@@ -1,6 +1,6 @@
 """Membership inference from FedFace's broadcast S: open without noise, closed with it.
 
-The attack (aggregator/audit/moment_membership.py) scores a candidate face
+The attack (clients/lab/audit/moment_membership.py) scores a candidate face
 ŵ by ŵᵀ(S − what the attacker knows)ŵ. 30 identities (10 clients × 3),
 d = 128, fixed seeds; each AUC pools ≥ 600 enrolled and 600 absent faces,
 so its standard error is about 0.02 and the 0.6 bound sits well clear of
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from aggregator.audit.moment_membership import MembershipSetting, auc, membership_auc
+from clients.lab.audit.moment_membership import MembershipSetting, auc, membership_auc
 
 
 def test_the_auc_counts_pairs_and_ties() -> None:

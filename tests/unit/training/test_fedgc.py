@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aggregator.experiment import ExperimentConfig, run_experiment
+from clients.lab.experiment import ExperimentConfig, run_experiment
 from clients.training.fedgc import (
     TRUST_LABEL,
     client_correction,
@@ -136,7 +136,7 @@ def test_fedgc_reference_is_labelled_trusted_everywhere(tmp_path: Path) -> None:
 def test_cli_help_labels_the_reference_as_trusted_aggregator(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from aggregator.cli import main
+    from secagg.cli import main
 
     with pytest.raises(SystemExit):
         main(["experiment", "--help"])

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from aggregator import experiment as experiment_module
-from aggregator import methods as methods_module
-from aggregator.experiment import ExperimentConfig, run_experiment
+from clients.lab import experiment as experiment_module
+from clients.lab import method_hooks as methods_module
+from clients.lab.experiment import ExperimentConfig, run_experiment
 
 
 def leaked(rows: list[np.ndarray], blobs: list[np.ndarray]) -> int:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from aggregator.experiment import ExperimentConfig, run_experiment
+from clients.lab.experiment import ExperimentConfig, run_experiment
 from clients.training.heads import CosFaceHead
 from clients.training.privacyface import (
     DplcConfig,
@@ -167,7 +167,7 @@ def test_privacyface_experiment_releases_and_accounts_clusters(tmp_path: Path) -
 
 def test_clusters_reach_the_others_only_after_the_round() -> None:
     """Clients train in parallel: a release of round r is seen from round r + 1 on."""
-    from aggregator.methods import MethodSettings, PrivacyFace
+    from clients.lab.method_hooks import MethodSettings, PrivacyFace
 
     method = PrivacyFace(
         MethodSettings(embedding_dim=4, rounds=2, seed=0, lr=0.1, dplc_epsilon=1e4, dplc_bits=1)
@@ -185,7 +185,7 @@ def test_clusters_reach_the_others_only_after_the_round() -> None:
 
 
 def test_centre_fidelity_tells_signal_from_noise() -> None:
-    from aggregator.methods import centre_fidelity
+    from clients.lab.method_hooks import centre_fidelity
 
     rng = np.random.default_rng(6)
     rows = np.tile(rng.standard_normal(16), (40, 1)) + 0.1 * rng.standard_normal((40, 16))

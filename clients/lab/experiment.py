@@ -6,7 +6,7 @@ spreadout from a securely summed second moment (§5.3), the private projector
 (§7), FedGC (§3: private FedGC-DPC by default, or the published server-side
 correction as the labelled *trusted aggregator* reference) and PrivacyFace
 (§4: DPLC-LSH clusters with zCDP accounting and the consensus-aware loss);
-:mod:`aggregator.methods` holds what each adds to FedAvg. Local training can
+:mod:`clients.lab.method_hooks` holds what each adds to FedAvg. Local training can
 be DP-SGD (Opacus, ε per client per round). The server step, written once,
 is θ ← θ + Σ n_k Δ_k / Σ n_k; :func:`aggregate` is the one place that
 computes the weighted mean for a mode: in the clear (``plain``), through the
@@ -34,9 +34,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from aggregator.distributed_dp import DistributedDp, DpOptions
-from aggregator.method_state import server_step
-from aggregator.methods import HEAD_M, HEAD_S, METHODS, MethodSettings, private_projector
+from clients.lab.distributed_dp import DistributedDp, DpOptions
+from clients.lab.method_hooks import HEAD_M, HEAD_S, METHODS, MethodSettings, private_projector
 from clients.training.data import (
     FaceDataset,
     all_pairs,
@@ -50,6 +49,7 @@ from clients.training.flatten import flatten, spec_of, unflatten_into
 from clients.training.heads import init_head_from_features, margin_head
 from clients.training.models import build_backbone
 from clients.training.train import TrainConfig, mean_features, resolve_device, train_local
+from protocol.method_messages import server_step
 from protocol.simulation import make_config, simulate
 from secagg.errors import ParameterError
 
@@ -96,7 +96,7 @@ class ExperimentConfig:
     dplc_bits: int = 3
     dplc_clusters: int = 4
     fedgc_lambda: float = 1.0
-    # Distributed DP (secagg.dp, aggregator.distributed_dp): off while both are 0.
+    # Distributed DP (secagg.dp, clients.lab.distributed_dp): off while both are 0.
     dp_epsilon: float = 0.0
     dp_noise_multiplier: float = 0.0
     dp_clip: float = 1.0

@@ -6,12 +6,12 @@ over N clients), attacks each view with Inverting Gradients, DLG/iDLG, the
 analytic template leak and a GAN-prior latent search, and scores the
 reconstructions against chance baselines.
 
-Modules: :mod:`~aggregator.audit.scenario` (data split, the federated model,
-one client's update), :mod:`~aggregator.audit.views` (the three views from a
-real in-memory SecAgg round), :mod:`~aggregator.audit.attacks`,
-:mod:`~aggregator.audit.generator` (the GAN prior),
-:mod:`~aggregator.audit.metrics`, :mod:`~aggregator.audit.report` (PNGs and
-JSON) and :mod:`~aggregator.audit.inversion` (the whole run).
+Modules: :mod:`~clients.lab.audit.scenario` (data split, the federated model,
+one client's update), :mod:`~clients.lab.audit.views` (the three views from a
+real in-memory SecAgg round), :mod:`~clients.lab.audit.attacks`,
+:mod:`~clients.lab.audit.generator` (the GAN prior),
+:mod:`~clients.lab.audit.metrics`, :mod:`~clients.lab.audit.report` (PNGs and
+JSON) and :mod:`~clients.lab.audit.inversion` (the whole run).
 """
 
 #: The attacks, in the order they run (kept here, free of torch, for the CLI).

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from aggregator.cluster import LocalCluster
+from clients.lab.cluster import LocalCluster
 from protocol.config import minimum_threshold
 from protocol.simulation import make_config
 from secagg.errors import ParameterError
@@ -505,7 +505,7 @@ def _dim(options: DemoOptions) -> int:
 
 def _plots(run_dir: Path, report: dict[str, Any], views: list[RoundView]) -> list[str]:
     """Accuracy, the time split and the parity gap per round; bytes against fp32."""
-    from aggregator import plots
+    from clients.lab import plots
 
     done = [v for v in views if v.status == "completed"]
     paths = [

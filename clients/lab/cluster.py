@@ -17,15 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aggregator.pki import init_pki
-
-CLI = [sys.executable, "-m", "aggregator.cli"]
+CLI = [sys.executable, "-m", "secagg"]
 
 
 def child_env(fault: str | None = None) -> dict[str, str]:
     """The environment for a child process: this checkout on the path, a fault point or none."""
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("SECAGG_FAULT", None)
     if fault:
@@ -76,12 +74,12 @@ class LocalCluster:
         """
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
-        init_pki(
-            self.run_dir / "pki",
-            clients=self.clients + spare_identities,
-            server_names=["localhost", "127.0.0.1"],
-            days=1,
-        )
+        pki = [*CLI, "pki", "init", "--out", str(self.run_dir / "pki"), "--days", "1"]
+        pki += ["--clients", str(self.clients + spare_identities)]
+        pki += ["--server-name", "localhost", "--server-name", "127.0.0.1"]
+        done = subprocess.run(pki, capture_output=True, text=True, env=child_env(), check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"secagg pki init failed: {done.stderr.strip()}")
         settings = {"listen": "127.0.0.1:0", "pki_dir": "pki", "state_dir": "state", **aggregator}
         (self.run_dir / "aggregator.toml").write_text(_toml("aggregator", settings))
         cmd = [*CLI, "aggregator", "serve", "--config", str(self.run_dir / "aggregator.toml")]

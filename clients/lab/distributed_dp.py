@@ -82,7 +82,7 @@ class DpOptions:
 
 
 class NoisyAggregate(NamedTuple):
-    """Field for field what ``aggregator.experiment.Aggregate`` takes."""
+    """Field for field what ``clients.lab.experiment.Aggregate`` takes."""
 
     mean: np.ndarray
     plain_mean: np.ndarray

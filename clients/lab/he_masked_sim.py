@@ -1,30 +1,23 @@
-"""The hybrid HE mode (bfv-masked) end to end in memory: `simulate` and `bench he --masked`.
+"""`secagg simulate --mode bfv-masked`: one real hybrid round in memory.
 
-Both run :func:`protocol.he_masked.run_he_masked_round` for real: signed key
+Runs :func:`protocol.he_masked.run_he_masked_round` for real: signed key
 agreement, Shamir shares, masks mod t, BFV encryption, the server's checked
 sum, Shamir recovery and mask removal under encryption, and every surviving
-client's decryption. Nothing is reused between clients.
-
-- :func:`simulate`: uniform inputs in [−1, 1], weights 1..10, optional drops;
-  reports the error against the float64 weighted mean of the survivors'
-  inputs and whether the decrypted integer sum is exact.
-- :func:`run`: the bench, on ``aggregator.bench_he``'s data (updates
-  ``base + shift(client)``, weights in [10, 100]) so ``max_abs_error``
-  compares with the other schemes and NVIDIA FLARE; levels are the most the
-  cohort allows under t (he.check_bfv).
+client's decryption. Nothing is reused between clients. Inputs are uniform in
+[−1, 1], weights 1..10, drops optional; the summary reports the error against
+the float64 weighted mean of the survivors' inputs and whether the decrypted
+integer sum is exact. ``secagg bench he --masked`` times the same round.
 """
 
 from __future__ import annotations
 
 import hashlib
-import statistics
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from aggregator.bench_he import MAX_WEIGHT, _client_update
 from protocol.he_masked import PHASES, HEMaskedConfig, HEMaskedReport, run_he_masked_round
 from protocol.simulation import make_config
 from secagg import he
@@ -82,7 +75,7 @@ def pick_drops(
     return out
 
 
-def _round(
+def timed_round(
     config: HEMaskedConfig,
     vectors: Mapping[int, np.ndarray],
     weights: Mapping[int, int],
@@ -106,7 +99,7 @@ def _round(
     return report, time.perf_counter() - start
 
 
-def _errors(
+def max_error(
     report: HEMaskedReport, vectors: Mapping[int, np.ndarray], weights: Mapping[int, int]
 ) -> float | None:
     """Max |decrypted mean − float64 weighted mean of the survivors' inputs| over clients."""
@@ -128,7 +121,7 @@ def simulate(
     }
     weights = {c: 1 + c % 10 for c in config.clients}
     plan = pick_drops(config, drops or {}, seed)
-    report, seconds = _round(config, vectors, weights, plan, seed)
+    report, seconds = timed_round(config, vectors, weights, plan, seed)
     bound = Quantizer(config.clip, config.levels).error_bound(1, "stochastic")
     return {
         "mode": "bfv-masked",
@@ -145,50 +138,9 @@ def simulate(
         "clients_with_result": sorted(report.results),
         "dropped": {p: ids for p, ids in report.dropped.items() if ids},
         "rejections": [{"client": c, "error": e} for c, e in report.rejections],
-        "max_abs_error_vs_weighted_mean": _errors(report, vectors, weights),
+        "max_abs_error_vs_weighted_mean": max_error(report, vectors, weights),
         "quantisation_bound": bound,
         "upload_bytes_per_client": report.upload_bytes,
         "bytes_per_param": report.upload_bytes / dim,
         "seconds": seconds,
-    }
-
-
-def run(clients: int, dim: int, *, seed: int = 0) -> dict[str, Any]:
-    """`bench he --scheme bfv --masked`: the real hybrid round, timed per party."""
-    levels = most_levels(clients, MAX_WEIGHT)
-    config = make_he_masked_config(clients, dim, levels=levels, max_weight=MAX_WEIGHT, seed=seed)
-    rs = np.random.default_rng(seed)
-    base = (rs.standard_normal(dim) * 0.05).astype(np.float32)
-    drawn = rs.integers(10, MAX_WEIGHT + 1, size=clients)
-    weights = {c: int(w) for c, w in zip(config.clients, drawn, strict=True)}
-    vectors = {c: _client_update(base, c - 1).astype(np.float64) for c in config.clients}
-    report, seconds = _round(config, vectors, weights, {}, seed)
-    if not report.completed:
-        raise ParameterError(f"the hybrid round aborted: {report.abort_reason}")
-    per_client = report.client_seconds
-    return {
-        "impl": "secagg.he_masked",
-        "scheme": "bfv",
-        "masked": True,
-        "params": repr(config.params),
-        "d": dim,
-        "N": clients,
-        "threshold": config.threshold,
-        "levels": levels,
-        "ciphertexts_per_client": he.chunk_count(config.params, config.vector_length),
-        # Mask expansion (N masks of D + 1 residues mod t) + BFV encryption + signing.
-        "encrypt_s": statistics.median(per_client["masked"].values()),
-        "key_ceremony_s": per_client["share"].get(KEY_HOLDER, 0.0),
-        "upload_bytes_per_client": report.upload_bytes,
-        "bytes_per_param": report.upload_bytes / dim,
-        "expansion_vs_fp32": report.upload_bytes / (4 * dim),
-        # Checking and adding all N uploads.
-        "aggregate_s": report.server_receive_s["masked"],
-        "aggregate_s_per_client": report.server_receive_s["masked"] / clients,
-        # Shamir recovery, the correction vector mod t, the plaintext add, the sum's bytes.
-        "unmask_s": report.server_advance_s["unmask"],
-        "decrypt_s": statistics.median(per_client["result"].values()),
-        "round_s": seconds,
-        "exact_sum": report.exact,
-        "max_abs_error": _errors(report, vectors, weights),
     }

@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt
 import numpy as np
 
-from aggregator.audit.inversion import AuditResult, ViewResult
+from clients.lab.audit.inversion import AuditResult, ViewResult
 
 #: Metrics plotted against N·B, with their axis labels.
 PLOTTED: tuple[tuple[str, str], ...] = (

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aggregator.cluster import LocalCluster
+from clients.lab.cluster import LocalCluster
 from protocol.config import MIN_HONEST
 from protocol.params import find_parameters
 from protocol.simulation import make_config

@@ -637,7 +637,7 @@ def _low_order_peer_key(policy: ClientPolicy, roster: int, n_c: int) -> Outcome:
 
 def _fedface_membership(epsilon: float) -> Outcome:
     """FedFace's broadcast S, every client but the victim colluding: is a face enrolled?"""
-    from aggregator.audit.moment_membership import MembershipSetting, membership_auc
+    from clients.lab.audit.moment_membership import MembershipSetting, membership_auc
 
     got = membership_auc(MembershipSetting(epsilon=epsilon, trials=100))
     what = (

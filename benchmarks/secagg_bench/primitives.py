@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from aggregator.timing import median_seconds
 from secagg.packing import pack
 from secagg.primitives import shamir
 from secagg.primitives.prg import keystream_into, prg_accumulate, prg_words
 from secagg.quantization import Quantizer, quantize
 from secagg.rng import DeterministicRandomSource
+from secagg_bench.timing import median_seconds
 
 
 def run(*, dim: int = 1_000_000, repeat: int = 7, bits: int = 32) -> dict[str, Any]:

@@ -12,12 +12,12 @@ modes compare within one run:
 * ``bytes_up_per_client``, ``bytes_per_param`` and ``expansion_vs_fp32``
   (upload against a float32 update of D values).
 
-The measurements reuse the single-mode benches: :func:`aggregator.bench_mask.measure`
+The measurements reuse the single-mode benches: :func:`secagg_bench.mask.measure`
 (a full in-memory round with all N client machines; all clients share one
 input vector and the server sums as inputs arrive, so memory is a few
-vectors), :func:`aggregator.bench_he.run` for ``ckks`` (``distinct`` real
+vectors), :func:`secagg_bench.he.run` for ``ckks`` (``distinct`` real
 encryptions, every one of the N uploads summed),
-:func:`aggregator.bench_he_masked.run` for ``bfv-masked`` (the real hybrid
+:func:`secagg_bench.he_masked.run` for ``bfv-masked`` (the real hybrid
 round of :mod:`protocol.he_masked`, every client for real, so its memory grows
 with N × D) and the plain machines of :mod:`protocol.plain`. A cell whose
 estimated time or memory exceeds the limits is recorded as skipped with the
@@ -42,9 +42,10 @@ from typing import Any
 
 import numpy as np
 
-from aggregator import bench_peers, bench_report
-from aggregator.bench_report import dim_label
 from secagg.errors import ParameterError, SecAggError
+from secagg_bench import peers as bench_peers
+from secagg_bench import report as bench_report
+from secagg_bench.report import dim_label
 
 MODES = ("plain", "secagg", "secagg+", "ckks", "bfv-masked")
 Progress = Callable[[str], None]
@@ -179,7 +180,7 @@ def parse_list(text: str, *, name: str) -> tuple[int, ...]:
 
 def _secaggplus_degree(clients: int) -> int | None:
     """The SecAgg+ degree `secagg bench round` uses, None for the complete graph."""
-    from aggregator.bench_round import secaggplus_graph
+    from secagg_bench.grpc_round import secaggplus_graph
 
     try:
         graph = secaggplus_graph(clients)
@@ -330,7 +331,7 @@ def _measure(cell: Cell, options: SuiteOptions, row: Row) -> None:
     """Fill ``row`` with one of our cells' measurements."""
     n, d = cell.clients, cell.dim
     if cell.mode in ("secagg", "secagg+"):
-        from aggregator import bench_mask
+        from secagg_bench import mask as bench_mask
 
         degree = None if cell.mode == "secagg" else _secaggplus_degree(n)
         raw = bench_mask.measure(
@@ -359,7 +360,7 @@ def _measure(cell: Cell, options: SuiteOptions, row: Row) -> None:
         row.method = "protocol.plain machines: float32 update in the clear"
         row.raw = raw
     elif cell.mode == "bfv-masked":
-        from aggregator import bench_he_masked
+        from secagg_bench import he_masked as bench_he_masked
 
         raw = bench_he_masked.run(n, d, seed=options.seed)
         if not raw["exact_sum"]:
@@ -377,7 +378,7 @@ def _measure(cell: Cell, options: SuiteOptions, row: Row) -> None:
         )
         row.raw = raw
     else:
-        from aggregator import bench_he
+        from secagg_bench import he as bench_he
 
         raw = bench_he.run("ckks", n, d, distinct=_distinct(options, n), seed=options.seed)
         row.dropout = 0.0

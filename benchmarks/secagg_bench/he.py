@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from aggregator.timing import timed
 from secagg import he
 from secagg.errors import OverflowRisk, ParameterError
 from secagg.rng import DeterministicRandomSource, uniform_below
+from secagg_bench.timing import timed
 
 SCHEMES: dict[str, he.HEParams] = {
     "ckks": he.CKKS_8192,

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from aggregator.audit import ATTACKS
-from aggregator.audit.attacks import (
+from clients.lab.audit import ATTACKS
+from clients.lab.audit.attacks import (
     InversionProblem,
     dlg,
     features,
@@ -32,9 +32,9 @@ from aggregator.audit.attacks import (
     inverting_gradients,
     template_attack,
 )
-from aggregator.audit.generator import Generator, train_generator
-from aggregator.audit.metrics import Evaluator, leakage, templates_of, train_evaluator
-from aggregator.audit.scenario import (
+from clients.lab.audit.generator import Generator, train_generator
+from clients.lab.audit.metrics import Evaluator, leakage, templates_of, train_evaluator
+from clients.lab.audit.scenario import (
     HEAD_MODES,
     PROJECTOR_MODES,
     AuditSplit,
@@ -45,7 +45,7 @@ from aggregator.audit.scenario import (
     private_classes,
     split_for_audit,
 )
-from aggregator.audit.views import Views, build_views
+from clients.lab.audit.views import Views, build_views
 from clients.training.data import FaceDataset, load_dataset
 
 Progress = Callable[[str], None]

@@ -19,7 +19,7 @@ from typing import Any
 
 #: Where ``../shared/peers/`` lies relative to this file (repo root's sibling).
 DEFAULT_PEERS_DIR = Path(__file__).resolve().parents[2] / "shared" / "peers"
-DEFAULT_PEERS_PYTHON = Path("/tmp/peers-venv/bin/python")  # noqa: S108 - the README's venv
+DEFAULT_PEERS_PYTHON = Path("/tmp/peers-venv/bin/python")
 
 #: Our mode → (peer system, harness script, extra arguments).
 PEER_OF_MODE: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -88,7 +88,7 @@ def run_cell(
     """
     argv = command(env, mode, clients, dim, dropout=dropout, distinct=distinct)
     try:
-        done = subprocess.run(  # noqa: S603 - fixed harness path and integer arguments
+        done = subprocess.run(
             argv,
             capture_output=True,
             text=True,

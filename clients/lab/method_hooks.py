@@ -1,6 +1,6 @@
 """What each face-FL method adds to FedAvg with private heads, as hooks of one round.
 
-The experiment loop (``aggregator/experiment.py``) is the same for every
+The experiment loop (``clients/lab/experiment.py``) is the same for every
 method: clients train, their clipped updates go through the aggregation of
 the chosen mode, and the server takes θ ← θ + the weighted mean. A method
 only changes the local objective, appends fixed-shape values to the masked

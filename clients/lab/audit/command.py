@@ -1,6 +1,6 @@
 """The ``secagg audit`` subcommands (inversion, server): flags, then a lazy call.
 
-Kept apart from ``aggregator/cli.py`` so that the CLI only registers it;
+Kept apart from ``secagg/cli.py`` so that the CLI only registers it;
 torch is imported when the command runs, not when ``secagg --help`` does.
 """
 
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aggregator.audit import ATTACKS as _ATTACKS
+from clients.lab.audit import ATTACKS as _ATTACKS
 from secagg.errors import ParameterError
 
 
@@ -111,7 +111,7 @@ def register(sub: Any) -> None:
 
 def run_server(args: argparse.Namespace) -> int:
     """``secagg audit server``: exit 0 when no attack succeeded, 1 otherwise."""
-    from aggregator.audit.server_attacks import run as run_attacks
+    from clients.lab.audit.server_attacks import run as run_attacks
     from clients.settings import load_client_settings
 
     settings = load_client_settings(args.config, id=None)
@@ -150,8 +150,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the audit, write the outputs, print JSON or a summary."""
     import torch
 
-    from aggregator.audit.inversion import AuditConfig, run_audit
-    from aggregator.audit.report import text_summary, write_outputs
+    from clients.lab.audit.inversion import AuditConfig, run_audit
+    from clients.lab.audit.report import text_summary, write_outputs
 
     torch.set_num_threads(max(1, args.threads))
     config = AuditConfig(

@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the usual PyTorch alias)
 from torch import nn
 
-from aggregator.audit.generator import Generator
-from aggregator.audit.scenario import FaceModel, Params, private_classes
+from clients.lab.audit.generator import Generator
+from clients.lab.audit.scenario import FaceModel, Params, private_classes
 
 
 @dataclass(eq=False)

@@ -28,7 +28,7 @@ import torch.nn.functional as F  # noqa: N812 (the usual PyTorch alias)
 from torch import nn
 from torch.func import functional_call
 
-from aggregator.methods import private_projector
+from clients.lab.method_hooks import private_projector
 from clients.training.data import FaceDataset
 from clients.training.heads import CosFaceHead
 from clients.training.models import build_backbone

@@ -1,0 +1,1 @@
+"""The benchmark harnesses behind `secagg bench …`: one module per bench, suite, report."""
