@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from aggregator import he_rounds
+from aggregator.faults import fault_point
 from aggregator.method_state import MethodRounds
 from aggregator.operator import Metrics
 from aggregator.ratelimit import RateLimited
@@ -42,7 +43,6 @@ from aggregator.store import Store, StoreError
 from protocol.config import RoundConfig, minimum_threshold
 from protocol.dp_round import round_colluders, round_plan
 from protocol.errors import AuthenticationFailed, ProtocolError, UnknownClient, WrongPhase
-from protocol.faults import fault_point
 from protocol.he_messages import (
     AnyClientMessage,
     AnyServerMessage,

@@ -28,6 +28,7 @@ from aggregator import spool, statecheck
 from aggregator.coordinator import Coordinator
 from aggregator.diskfull import is_disk_full
 from aggregator.durable import FolderLock
+from aggregator.faults import fault_point
 from aggregator.health import BoundedHealth
 from aggregator.operator import OperatorServer
 from aggregator.preflight import check_round_parameters
@@ -36,7 +37,6 @@ from aggregator.servicer import AggregatorServicer, certificate_identity, insecu
 from aggregator.settings import AggregatorSettings
 from aggregator.store import Retention, Store
 from aggregator.streams import StreamWatchdog, UploadSlots
-from protocol.faults import fault_point
 from protocol.roster import Roster
 from secagg.errors import ParameterError
 

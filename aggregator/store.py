@@ -37,7 +37,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from protocol.faults import fault_point
+from aggregator.faults import fault_point
 from secagg.errors import ParameterError, SecAggError
 
 log = logging.getLogger("secagg.aggregator")

@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING
 import grpc
 import numpy as np
 
+from clients.faults import fault_point
 from clients.ledger import ContributionLedger
 from clients.training.synthetic import LocalUpdate
 from clients.transport import Transport
 from protocol.client import ClientMachine, ClientPhase
-from protocol.faults import fault_point
 from protocol.he_messages import HEMaskedStart, HEStart, HEUpload
 from protocol.messages import ClientAbort, MaskedInput, RoundStart, UnmaskRequest
 from protocol.method_messages import ClusterRelease, model_digest
