@@ -7,7 +7,10 @@ import json
 import sqlite3
 import sys
 
+from protocol.pki_layout import CLIENT_CERT, CLIENT_KEY, SIGNING_KEY
 from secagg.cli import print_json
+
+CLIENT_FILES = ", ".join((CLIENT_CERT, CLIENT_KEY, SIGNING_KEY))
 
 
 def _aggregator_serve(args: argparse.Namespace) -> int:
@@ -100,8 +103,7 @@ def _pki_init(args: argparse.Namespace) -> int:
         print(f"PKI for {len(paths.client_ids)} clients in {paths.root}")
         print(f"  CA            {paths.ca_cert}")
         print(f"  server        {paths.server_cert}")
-        clients_dir = paths.root / "clients"
-        print(f"  clients       {clients_dir}/<id>/ (client.pem, client.key, signing.key)")
+        print(f"  clients       {paths.clients_dir}/<id>/ ({CLIENT_FILES})")
         print(f"  roster        {paths.roster} (public key {paths.roster_public})")
         print(
             f"  consortium    {paths.consortium}/ ({paths.ca_key.name}, {paths.roster_key.name}): "
@@ -127,9 +129,9 @@ def _pki_add(args: argparse.Namespace) -> int:
             }
         )
     else:
-        print(f"client {args.client} enrolled: {files.dir}/ (client.pem, client.key, signing.key)")
+        print(f"client {args.client} enrolled: {files.dir}/ ({CLIENT_FILES})")
         print(f"roster re-signed ({len(paths.client_ids)} clients): {paths.roster}")
-        print("restart the aggregator and the daemons with the new roster.json")
+        print(f"restart the aggregator and the daemons with the new {paths.roster.name}")
     return 0
 
 
@@ -143,7 +145,7 @@ def _pki_remove(args: argparse.Namespace) -> int:
         print_json({"removed": args.client, "roster_ids": list(paths.client_ids)})
     else:
         print(f"client {args.client} removed; roster re-signed ({len(paths.client_ids)} clients)")
-        print("restart the aggregator and the daemons with the new roster.json")
+        print(f"restart the aggregator and the daemons with the new {paths.roster.name}")
     return 0
 
 

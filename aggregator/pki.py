@@ -27,7 +27,6 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature as X509InvalidSignature
@@ -37,6 +36,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from aggregator.durable import replace_file
 from protocol.errors import AuthenticationFailed
+from protocol.pki_layout import CA_CERT, CONSORTIUM_SECRETS, ROSTER, ClientPaths, PkiPaths
 from protocol.roster import MAX_CLIENT_ID, Roster, RosterEntry, parse_roster, roster_document
 from secagg.errors import ParameterError
 from secagg.primitives.signing import PUBLIC_BYTES, SEED_BYTES, SigningKey
@@ -48,93 +48,16 @@ MAX_CLIENTS = 1_000_000  # the protocol's validated range (protocol.params)
 MAX_DAYS = 36_500
 _CLOCK_SKEW = dt.timedelta(minutes=5)  # backdate so a peer whose clock lags still accepts
 _CLIENT_URI = re.compile(re.escape(CLIENT_URI_PREFIX) + r"([1-9][0-9]{0,18})")
-_PKI_MARKERS = ("ca.pem", "roster.json", "ca.key", "roster.key")  # the last two: consortium
+_PKI_MARKERS = (CA_CERT, ROSTER, *CONSORTIUM_SECRETS)
 
 
 class InvalidCertificate(AuthenticationFailed):
     """A certificate is unparsable or carries no (or an ambiguous) secagg client id."""
 
 
-@dataclass(frozen=True, slots=True)
-class ClientPaths:
-    """Files of one client: its TLS certificate and key, and its Ed25519 seed."""
-
-    dir: Path
-    cert: Path
-    key: Path
-    signing_key: Path
-
-
-@dataclass(frozen=True, slots=True)
-class PkiPaths:
-    """Where everything lives in a PKI directory (one layout, used by all hosts)."""
-
-    root: Path
-    client_ids: tuple[int, ...] = ()
-
-    @property
-    def ca_cert(self) -> Path:
-        return self.root / "ca.pem"
-
-    @property
-    def consortium(self) -> Path:
-        """The consortium's secrets (CA key, roster key): beside the PKI folder, never in it."""
-        return self.root.parent / f"{self.root.name}-consortium"
-
-    @property
-    def ca_key(self) -> Path:
-        return self.consortium / "ca.key"
-
-    @property
-    def server_cert(self) -> Path:
-        return self.root / "server" / "server.pem"
-
-    @property
-    def server_key(self) -> Path:
-        return self.root / "server" / "server.key"
-
-    @property
-    def roster(self) -> Path:
-        return self.root / "roster.json"
-
-    @property
-    def roster_key(self) -> Path:
-        return self.consortium / "roster.key"
-
-    def misplaced_secrets(self) -> list[Path]:
-        """Consortium secrets lying in the PKI folder itself (an old layout, or a copy)."""
-        return [p for p in (self.root / "ca.key", self.root / "roster.key") if p.exists()]
-
-    @property
-    def roster_public(self) -> Path:
-        return self.root / "roster.pub"
-
-    def client(self, client_id: int) -> ClientPaths:
-        """The files of ``client_id`` (whether or not they exist)."""
-        d = self.root / "clients" / str(client_id)
-        return ClientPaths(d, d / "client.pem", d / "client.key", d / "signing.key")
-
-    def as_dict(self) -> dict[str, Any]:
-        """Paths as strings, for ``--json`` output."""
-        return {
-            "root": str(self.root),
-            "ca_cert": str(self.ca_cert),
-            "ca_key": str(self.ca_key),
-            "server_cert": str(self.server_cert),
-            "server_key": str(self.server_key),
-            "roster": str(self.roster),
-            "roster_key": str(self.roster_key),
-            "roster_public": str(self.roster_public),
-            "clients": {
-                str(cid): {
-                    "cert": str(c.cert),
-                    "key": str(c.key),
-                    "signing_key": str(c.signing_key),
-                }
-                for cid in self.client_ids
-                for c in [self.client(cid)]
-            },
-        }
+def misplaced_secrets(paths: PkiPaths) -> list[Path]:
+    """Consortium secrets lying in the PKI folder itself (an old layout, or a copy)."""
+    return [p for p in paths.secrets_in_root if p.exists()]
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,13 +26,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from aggregator.pki import (
     InvalidCertificate,
-    PkiPaths,
     cert_sha256,
     client_id_from_cert,
     load_certificate,
     load_roster,
+    misplaced_secrets,
     verify_issued_by,
 )
+from protocol.pki_layout import PkiPaths
 from secagg.errors import ParameterError, SecAggError
 
 log = logging.getLogger("secagg.aggregator")
@@ -158,11 +159,6 @@ def peer_identity(context: grpc.ServicerContext) -> PeerIdentity:
     return PeerIdentity(client_id_from_cert(cert), cert_sha256(cert))
 
 
-def peer_client_id(context: grpc.ServicerContext) -> int:
-    """The client id from the verified peer certificate (see :func:`peer_identity`)."""
-    return peer_identity(context).client_id
-
-
 def _is_loopback(address: str) -> bool:
     host = address.rsplit(":", 1)[0] if ":" in address else address
     host = host.strip("[]")
@@ -225,7 +221,7 @@ def check_server_security(
                 f"{path} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC "
                 "(is this host's clock right?)"
             )
-    for secret in paths.misplaced_secrets():
+    for secret in misplaced_secrets(paths):
         raise InsecureConfiguration(
             f"{secret} lies in the aggregator's PKI folder: whoever controls the aggregator "
             "could issue certificates or re-sign the roster; keep it with the consortium "

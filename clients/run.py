@@ -15,6 +15,7 @@ from clients.settings import ClientSettings
 from clients.training.synthetic import LocalUpdate, SyntheticTrainer
 from clients.transport import Transport, client_credentials, open_channel
 from protocol.method_messages import MethodState
+from protocol.pki_layout import PkiPaths
 from protocol.roster import parse_roster
 from secagg.primitives.signing import SigningKey
 from secagg_pb import codec
@@ -31,15 +32,15 @@ def run_client(settings: ClientSettings) -> DaemonStats:
     roster: dict[int, bytes] = {}
     credentials = None
     if settings.pki_dir:
-        pki = Path(settings.pki_dir)
+        pki = PkiPaths(Path(settings.pki_dir))
         roster = parse_roster(
-            (pki / "roster.json").read_bytes(),
-            bytes.fromhex((pki / "roster.pub").read_text().strip()),
+            pki.roster.read_bytes(),
+            bytes.fromhex(pki.roster_public.read_text().strip()),
         ).signing_keys()
-        own = pki / "clients" / str(settings.id)
-        signing = SigningKey(bytes.fromhex((own / "signing.key").read_text().strip()))
+        own = pki.client(settings.id)
+        signing = SigningKey(bytes.fromhex(own.signing_key.read_text().strip()))
         if not settings.insecure:
-            credentials = client_credentials(pki, settings.id)
+            credentials = client_credentials(pki.root, settings.id)
     channel = open_channel(settings.aggregator, credentials)
     policy = settings.client_policy()
     for warning in policy.warnings():

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from protocol.pki_layout import PkiPaths
 from protocol.policy import ClientPolicy
 from secagg.errors import ParameterError
 
@@ -101,9 +102,7 @@ def load_client_settings(path: str | Path | None, **overrides: Any) -> ClientSet
         # This client's own folder: in its PKI folder, else beside its config file; with
         # neither (a development run from flags alone) the ledger lives in memory.
         if merged.get("pki_dir"):
-            merged["state_dir"] = str(
-                Path(merged["pki_dir"]) / "clients" / str(merged["id"]) / "state"
-            )
+            merged["state_dir"] = str(PkiPaths(Path(merged["pki_dir"])).client(merged["id"]).state)
         elif path is not None:
             merged["state_dir"] = str(base / f"client-{merged['id']}.state")
     return ClientSettings(**merged)

@@ -25,6 +25,7 @@ import grpc
 
 from protocol.he_messages import AnyClientMessage
 from protocol.messages import MaskedInput
+from protocol.pki_layout import PkiPaths
 from protocol.request_auth import (
     NONCE_BYTES,
     RequestAuth,
@@ -59,11 +60,12 @@ CHANNEL_OPTIONS = [
 
 def client_credentials(pki_dir: Path, client_id: int) -> grpc.ChannelCredentials:
     """Mutual TLS: pin the consortium CA, present this client's certificate."""
-    own = pki_dir / "clients" / str(client_id)
+    paths = PkiPaths(pki_dir)
+    own = paths.client(client_id)
     return grpc.ssl_channel_credentials(
-        root_certificates=(pki_dir / "ca.pem").read_bytes(),
-        private_key=(own / "client.key").read_bytes(),
-        certificate_chain=(own / "client.pem").read_bytes(),
+        root_certificates=paths.ca_cert.read_bytes(),
+        private_key=own.key.read_bytes(),
+        certificate_chain=own.cert.read_bytes(),
     )
 
 

@@ -20,7 +20,6 @@ import grpc
 import pytest
 
 from aggregator.pki import (
-    PkiPaths,
     cert_pem,
     cert_sha256,
     client_id_from_cert,
@@ -43,6 +42,7 @@ from aggregator.tls import (
     secure_channel,
 )
 from protocol.errors import ProtocolError
+from protocol.pki_layout import PkiPaths
 
 pytestmark = pytest.mark.integration
 

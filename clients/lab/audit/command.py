@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.lab.audit import ATTACKS as _ATTACKS
+from protocol.pki_layout import PkiPaths
 from secagg.errors import ParameterError
 
 
@@ -139,7 +140,7 @@ def _roster_size(pki: Path | None) -> int:
     if pki is None:
         return 10
     try:
-        doc = json.loads((pki / "roster.json").read_text())
+        doc = json.loads(PkiPaths(pki).roster.read_text())
     except (OSError, ValueError):
         return 10
     clients = doc.get("clients") if isinstance(doc, dict) else None

@@ -10,7 +10,6 @@ import pytest
 from cryptography import x509
 
 from aggregator.pki import (
-    PkiPaths,
     add_client,
     cert_sha256,
     client_id_from_cert,
@@ -21,6 +20,7 @@ from aggregator.pki import (
     verify_issued_by,
 )
 from protocol.errors import AuthenticationFailed, UnknownClient
+from protocol.pki_layout import PkiPaths
 from secagg.cli import main
 from secagg.errors import ParameterError
 

@@ -16,7 +16,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from aggregator.pki import (
     InvalidCertificate,
-    PkiPaths,
     cert_sha256,
     client_id_from_cert,
     init_pki,
@@ -28,6 +27,7 @@ from aggregator.pki import (
     verify_issued_by,
 )
 from protocol.errors import AuthenticationFailed, UnknownClient
+from protocol.pki_layout import PkiPaths
 from protocol.roster import (
     InvalidRoster,
     Roster,

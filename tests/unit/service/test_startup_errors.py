@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from aggregator import tls
-from aggregator.pki import init_pki
+from aggregator.pki import init_pki, misplaced_secrets
 from aggregator.store import Store
 from aggregator.tls import InsecureConfiguration, check_server_security
 from clients.lab.cluster import CLI, child_env
@@ -51,7 +51,7 @@ def test_consortium_secrets_in_the_aggregators_folder_are_refused(
     """Whoever runs the aggregator must not hold the keys that mint clients or sign rosters."""
     root = tmp_path / "pki"
     paths = init_pki(root, clients=2, server_names=["localhost"], days=1)
-    assert not paths.misplaced_secrets() and paths.ca_key.parent == tmp_path / "pki-consortium"
+    assert not misplaced_secrets(paths) and paths.ca_key.parent == tmp_path / "pki-consortium"
     check_server_security(False, root)
     (root / secret).write_bytes((paths.consortium / secret).read_bytes())
     with pytest.raises(InsecureConfiguration, match=f"{secret} lies in the aggregator's"):
