@@ -79,9 +79,6 @@ __all__ = [
     "method_state_from_proto",
     "method_state_to_proto",
     "parse_any_client_message",
-    "parse_any_server_message",
-    "parse_client_message",
-    "parse_server_message",
     "server_from_proto",
     "server_to_proto",
     "signed_client_to_proto",
@@ -249,16 +246,6 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def parse_client_message(raw: bytes) -> ClientMessage:
-    """Parse untrusted bytes; every failure, at any layer, is InvalidMessage."""
-    wire = pb.ClientMessage()
-    try:
-        wire.ParseFromString(raw)
-    except (DecodeError, ValueError) as exc:
-        raise InvalidMessage(f"malformed ClientMessage: {exc}") from exc
-    return client_from_proto(wire)
-
-
 def _client_to_proto(msg: ClientMessage) -> pb.ClientMessage:
     match msg:
         case AdvertiseKeys():
@@ -349,16 +336,6 @@ def server_from_proto(m: pb.ServerMessage) -> ServerMessage:
             raise InvalidMessage("ServerMessage carries no message (empty oneof)")
         case other:
             raise InvalidMessage(f"ServerMessage of unsupported kind {type(other).__name__}")
-
-
-def parse_server_message(raw: bytes) -> ServerMessage:
-    """Parse untrusted bytes; every failure, at any layer, is InvalidMessage."""
-    wire = pb.ServerMessage()
-    try:
-        wire.ParseFromString(raw)
-    except (DecodeError, ValueError) as exc:
-        raise InvalidMessage(f"malformed ServerMessage: {exc}") from exc
-    return server_from_proto(wire)
 
 
 def _server_to_proto(msg: ServerMessage) -> pb.ServerMessage:
@@ -539,7 +516,7 @@ def any_client_from_proto(m: pb.ClientMessage) -> AnyClientMessage:
 
 
 def parse_any_client_message(raw: bytes) -> AnyClientMessage:
-    """:func:`parse_client_message`, HE members included."""
+    """Parse untrusted bytes, HE members included; every failure is InvalidMessage."""
     wire = pb.ClientMessage()
     try:
         wire.ParseFromString(raw)
@@ -563,16 +540,6 @@ def any_server_from_proto(m: pb.ServerMessage) -> AnyServerMessage:
         case pb.HEResult() as w:
             return HEResult(blobs=tuple(w.blobs), contributors=tuple(w.contributors))
     return server_from_proto(m)
-
-
-def parse_any_server_message(raw: bytes) -> AnyServerMessage:
-    """:func:`parse_server_message`, HE members included."""
-    wire = pb.ServerMessage()
-    try:
-        wire.ParseFromString(raw)
-    except (DecodeError, ValueError) as exc:
-        raise InvalidMessage(f"malformed ServerMessage: {exc}") from exc
-    return any_server_from_proto(wire)
 
 
 def _he_config_to_proto(c: HEConfig) -> pb.HEConfig:

@@ -25,11 +25,11 @@ from clients.training.synthetic import exact_levels
 from protocol.client import ClientMachine
 from protocol.messages import ClientMessage, MaskedInput, RoundStart
 from secagg.rng import DeterministicRandomSource
-from secagg_pb import codec
 from secagg_pb.v1 import secagg_pb2 as pb
 from tests.integration.harness import expected_sha256, wait_for
 from tests.integration.test_request_auth import Context
 from tests.integration.test_robustness import SEMI_HONEST_LAB
+from tests.wire import parse_client_message
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -137,6 +137,6 @@ def test_upload_memory_is_bounded_by_the_chunk_not_the_payload(server: Aggregato
     assert record.total_sha256 == expected_sha256(list(ROSTER), 0, DIM, LEVELS)
     # The event log holds each masked input exactly as a unary Submit would have.
     bodies = [e.body for e in coordinator.store.events(record.epoch) if e.kind == "message"]
-    uploaded = [codec.parse_client_message(b) for b in bodies if b is not None and len(b) > MIB]
+    uploaded = [parse_client_message(b) for b in bodies if b is not None and len(b) > MIB]
     assert sorted(m.client for m in uploaded if isinstance(m, MaskedInput)) == list(ROSTER)
     assert all(b for b in bodies)

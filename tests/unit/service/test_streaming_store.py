@@ -13,6 +13,7 @@ from aggregator.spool import SpooledPayload
 from aggregator.store import STREAM_SLICE, Store
 from protocol.messages import MaskedInput
 from secagg_pb import codec
+from tests.wire import parse_client_message
 
 
 def spooled(tmp_path: Path, data: bytes, piece: int = 1000) -> SpooledPayload:
@@ -62,7 +63,7 @@ def test_log_stream_round_trips_through_events(tmp_path: Path) -> None:
     store.log(1, "advance", at=2.0, note="masked")
     events = list(store.events(1))
     assert [e.kind for e in events] == ["message", "advance"]
-    assert codec.parse_client_message(events[0].body or b"") == MaskedInput(4, 0, data)
+    assert parse_client_message(events[0].body or b"") == MaskedInput(4, 0, data)
     assert store.count_messages(1) == 1
     store.close()
 

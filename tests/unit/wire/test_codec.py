@@ -48,6 +48,7 @@ from secagg.primitives.signing import SigningKey, sign, verify
 from secagg.quantization import required_modulus_bits
 from secagg_pb import codec
 from secagg_pb.v1 import secagg_pb2 as pb
+from tests.wire import parse_client_message, parse_server_message
 
 # ---------------------------------------------------------------------- strategies
 
@@ -209,7 +210,7 @@ def test_dataclass_and_wire_fields_match(cls: type[Any]) -> None:
 @given(data=st.data())
 def test_client_message_roundtrip(cls: type[Any], data: st.DataObject) -> None:
     msg = data.draw(CLIENT_STRATEGIES[cls])
-    decoded = codec.parse_client_message(client_bytes(msg))
+    decoded = parse_client_message(client_bytes(msg))
     assert type(decoded) is cls
     assert decoded == msg
 
@@ -218,7 +219,7 @@ def test_client_message_roundtrip(cls: type[Any], data: st.DataObject) -> None:
 @given(data=st.data())
 def test_server_message_roundtrip(cls: type[Any], data: st.DataObject) -> None:
     msg = data.draw(SERVER_STRATEGIES[cls])
-    decoded = codec.parse_server_message(server_bytes(msg))
+    decoded = parse_server_message(server_bytes(msg))
     assert type(decoded) is cls
     assert decoded == msg
 
@@ -243,7 +244,7 @@ def test_complete_graph_travels_as_degree_zero() -> None:
 def test_uint64_extremes_roundtrip() -> None:
     top = 2**64 - 1
     msg = UnmaskShares(top, top, ((top, b"\x00" * 64),), ((0, b""),))
-    assert codec.parse_client_message(client_bytes(msg)) == msg
+    assert parse_client_message(client_bytes(msg)) == msg
 
 
 @pytest.mark.parametrize(
@@ -289,7 +290,7 @@ def test_unknown_top_level_field_never_reaches_the_dataclass(
     # Protobuf itself keeps the unknown field and would re-serialise it ...
     assert pb.ClientMessage.FromString(tampered).SerializeToString() != canonical
     # ... the dataclass cannot hold it, so re-encoding is canonical again.
-    decoded = codec.parse_client_message(tampered)
+    decoded = parse_client_message(tampered)
     assert decoded == msg
     assert client_bytes(decoded) == canonical
 
@@ -297,7 +298,7 @@ def test_unknown_top_level_field_never_reaches_the_dataclass(
 @given(SERVER_MESSAGES)
 def test_unknown_server_field_never_reaches_the_dataclass(msg: ServerMessage) -> None:
     canonical = server_bytes(msg)
-    decoded = codec.parse_server_message(canonical + unknown_varint())
+    decoded = parse_server_message(canonical + unknown_varint())
     assert decoded == msg
     assert server_bytes(decoded) == canonical
 
@@ -310,7 +311,7 @@ def test_unknown_field_inside_a_submessage_is_dropped(msg: AdvertiseKeys) -> Non
         pb.ClientMessage.ADVERTISE_KEYS_FIELD_NUMBER, inner + unknown_varint()
     )
     assert canonical == client_bytes(msg)
-    decoded = codec.parse_client_message(tampered)
+    decoded = parse_client_message(tampered)
     assert decoded == msg
     assert client_bytes(decoded) == canonical
 
@@ -324,7 +325,7 @@ def test_signatures_bind_session_fields_not_proto_bytes() -> None:
     original = AdvertiseKeys(2, config.round, c_pk, s_pk, sign(key, *fields))
 
     tampered = client_bytes(original) + unknown_varint()
-    decoded = codec.parse_client_message(tampered)
+    decoded = parse_client_message(tampered)
     assert isinstance(decoded, AdvertiseKeys)
     decoded_fields = session.advertise_fields(
         config, decoded.client, decoded.c_public, decoded.s_public
@@ -341,7 +342,7 @@ def test_signatures_bind_session_fields_not_proto_bytes() -> None:
         length_delimited(pb.RoundStart.CONFIG_FIELD_NUMBER, inner),
     )
     assert tampered_start != start
-    seen = codec.parse_server_message(tampered_start)
+    seen = parse_server_message(tampered_start)
     assert isinstance(seen, RoundStart)
     assert session.config_digest(seen.config) == session.config_digest(config)
 
@@ -349,8 +350,8 @@ def test_signatures_bind_session_fields_not_proto_bytes() -> None:
 # ---------------------------------------------------------------------- T33 malformed protobuf
 
 PARSERS: list[Callable[[bytes], object]] = [
-    codec.parse_client_message,
-    codec.parse_server_message,
+    parse_client_message,
+    parse_server_message,
 ]
 PARSER_IDS = ["client", "server"]
 
@@ -385,9 +386,9 @@ def test_bad_utf8_reason_is_invalid_message() -> None:
     client = length_delimited(pb.ClientAbort.REASON_FIELD_NUMBER, bad)
     server = length_delimited(pb.ServerAbort.REASON_FIELD_NUMBER, bad)
     with pytest.raises(InvalidMessage):
-        codec.parse_client_message(length_delimited(pb.ClientMessage.ABORT_FIELD_NUMBER, client))
+        parse_client_message(length_delimited(pb.ClientMessage.ABORT_FIELD_NUMBER, client))
     with pytest.raises(InvalidMessage):
-        codec.parse_server_message(length_delimited(pb.ServerMessage.ABORT_FIELD_NUMBER, server))
+        parse_server_message(length_delimited(pb.ServerMessage.ABORT_FIELD_NUMBER, server))
 
 
 def test_empty_oneof_is_invalid_message() -> None:
@@ -396,18 +397,14 @@ def test_empty_oneof_is_invalid_message() -> None:
     with pytest.raises(InvalidMessage, match="empty oneof"):
         codec.server_from_proto(pb.ServerMessage())
     with pytest.raises(InvalidMessage, match="empty oneof"):
-        codec.parse_client_message(pb.ClientMessage().SerializeToString())
+        parse_client_message(pb.ClientMessage().SerializeToString())
 
 
 def test_member_set_to_empty_submessage_still_counts() -> None:
     """Presence is the oneof's, not the fields': an all-default member decodes."""
-    assert codec.parse_client_message(length_delimited(1, b"")) == AdvertiseKeys(
-        0, 0, b"", b"", b""
-    )
+    assert parse_client_message(length_delimited(1, b"")) == AdvertiseKeys(0, 0, b"", b"", b"")
     assert (
-        codec.parse_server_message(
-            length_delimited(pb.ServerMessage.ROUND_COMPLETE_FIELD_NUMBER, b"")
-        )
+        parse_server_message(length_delimited(pb.ServerMessage.ROUND_COMPLETE_FIELD_NUMBER, b""))
         == RoundComplete()
     )
 
@@ -423,12 +420,12 @@ def test_random_bytes_parse_or_raise_invalid_message(
         decoded = parse(raw)
     except InvalidMessage:
         return
-    if parse is codec.parse_client_message:
+    if parse is parse_client_message:
         assert isinstance(decoded, get_args(ClientMessage))
-        assert codec.parse_client_message(client_bytes(decoded)) == decoded
+        assert parse_client_message(client_bytes(decoded)) == decoded
     else:
         assert isinstance(decoded, get_args(ServerMessage))
-        assert codec.parse_server_message(server_bytes(decoded)) == decoded
+        assert parse_server_message(server_bytes(decoded)) == decoded
 
 
 @settings(max_examples=200)
@@ -445,7 +442,7 @@ def test_mutated_messages_parse_or_raise_invalid_message(
         else:
             del raw[at:]
     try:
-        decoded = codec.parse_client_message(bytes(raw))
+        decoded = parse_client_message(bytes(raw))
     except InvalidMessage:
         return
     assert isinstance(decoded, get_args(ClientMessage))
@@ -510,10 +507,10 @@ def test_invalid_config_is_invalid_message(override: dict[str, Any], text: str) 
     # The same config inside a RoundStart from the wire: still InvalidMessage.
     raw = pb.ServerMessage(round_start=pb.RoundStart(config=wire)).SerializeToString()
     with pytest.raises(InvalidMessage, match="invalid RoundConfig"):
-        codec.parse_server_message(raw)
+        parse_server_message(raw)
 
 
 def test_round_start_without_config_is_invalid_message() -> None:
     raw = length_delimited(pb.ServerMessage.ROUND_START_FIELD_NUMBER, b"")
     with pytest.raises(InvalidMessage, match="invalid RoundConfig"):
-        codec.parse_server_message(raw)
+        parse_server_message(raw)

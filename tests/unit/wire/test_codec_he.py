@@ -31,6 +31,7 @@ from protocol.he_messages import (
 from protocol.messages import ClientAbort, EncryptedShare, RoundComplete, ServerAbort
 from secagg_pb import codec
 from secagg_pb.v1 import secagg_pb2 as pb
+from tests.wire import parse_any_server_message, parse_client_message, parse_server_message
 
 U64 = st.integers(min_value=0, max_value=2**64 - 1)
 BLOB = st.binary(max_size=64)
@@ -128,7 +129,7 @@ def test_client_roundtrip(cls: type[Any], data: st.DataObject) -> None:
 def test_server_roundtrip(cls: type[Any], data: st.DataObject) -> None:
     msg = data.draw(SERVER[cls])
     raw = codec.server_to_proto(msg).SerializeToString()
-    decoded = codec.parse_any_server_message(raw)
+    decoded = parse_any_server_message(raw)
     assert type(decoded) is cls and decoded == msg
     if isinstance(msg, HEStart | HEMaskedStart):
         assert isinstance(decoded, HEStart | HEMaskedStart)
@@ -140,16 +141,16 @@ def test_any_decoders_still_carry_secagg_messages() -> None:
     assert codec.parse_any_client_message(codec.client_to_proto(abort).SerializeToString()) == abort
     for msg in (RoundComplete(), ServerAbort("x")):
         raw = codec.server_to_proto(msg).SerializeToString()
-        assert codec.parse_any_server_message(raw) == msg
+        assert parse_any_server_message(raw) == msg
 
 
 def test_secagg_decoders_refuse_he_members() -> None:
     """SecAgg-only hosts get InvalidMessage, never an HE dataclass they cannot handle."""
     join = HEJoin(1, 0, b"k" * 32, b"s" * 64, b"h" * 32)
     with pytest.raises(InvalidMessage, match="unsupported kind"):
-        codec.parse_client_message(codec.client_to_proto(join).SerializeToString())
+        parse_client_message(codec.client_to_proto(join).SerializeToString())
     with pytest.raises(InvalidMessage, match="unsupported kind"):
-        codec.parse_server_message(codec.server_to_proto(HEKeyBundle(b"x")).SerializeToString())
+        parse_server_message(codec.server_to_proto(HEKeyBundle(b"x")).SerializeToString())
 
 
 def test_unknown_fields_never_reach_the_dataclass() -> None:
@@ -199,7 +200,7 @@ def test_invalid_he_config_is_invalid_message(override: dict[str, Any], text: st
         codec.he_config_from_proto(good_config(**override))
     raw = pb.ServerMessage(he_start=pb.HEStart(config=good_config(**override)))
     with pytest.raises(InvalidMessage, match="invalid HEConfig"):
-        codec.parse_any_server_message(raw.SerializeToString())
+        parse_any_server_message(raw.SerializeToString())
 
 
 def good_masked_config(**override: Any) -> pb.HEMaskedConfig:
@@ -241,7 +242,7 @@ def test_invalid_he_masked_config_is_invalid_message(override: dict[str, Any], t
         codec.he_masked_config_from_proto(good_masked_config(**override))
     raw = pb.ServerMessage(he_masked_start=pb.HEMaskedStart(config=good_masked_config(**override)))
     with pytest.raises(InvalidMessage, match="invalid HEMaskedConfig"):
-        codec.parse_any_server_message(raw.SerializeToString())
+        parse_any_server_message(raw.SerializeToString())
 
 
 @settings(max_examples=200)
@@ -263,7 +264,7 @@ def test_garbage_in_an_he_member_parses_or_is_invalid(raw: bytes, member: int) -
 @given(raw=st.binary(max_size=300), member=st.sampled_from([50, 51, 52, 53, 54]))
 def test_garbage_in_an_he_server_member_parses_or_is_invalid(raw: bytes, member: int) -> None:
     try:
-        decoded = codec.parse_any_server_message(_field(member, raw))
+        decoded = parse_any_server_message(_field(member, raw))
     except InvalidMessage:
         return
     assert isinstance(decoded, get_args(AnyServerMessage))
