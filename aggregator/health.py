@@ -54,7 +54,6 @@ class BoundedHealth:
         self._frozen = False
         self._closed = False
         self._watching: dict[str, int] = {}
-        self.refused_watches = 0
         # A few threads beyond the cap so that a Watch over it is refused at once,
         # never queued behind the watchers that hold the pool.
         self.pool = futures.ThreadPoolExecutor(
@@ -122,9 +121,7 @@ class BoundedHealth:
             total = sum(self._watching.values())
             mine = self._watching.get(peer, 0)
             refused = self._closed or total >= self.max_watchers or mine >= self.per_peer
-            if refused:
-                self.refused_watches += 1
-            else:
+            if not refused:
                 self._watching[peer] = mine + 1
         if refused:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many health watches")

@@ -17,7 +17,6 @@ MODES = ("secagg", "ckks", "bfv-masked")
 MAX_DIM = 1 << 27  # 134M coordinates: a masked vector of 1 GiB; far beyond any face model
 MAX_TIMEOUT_S = 7 * 86400.0  # larger waits overflow the threading primitives
 MAX_WORKERS = 4096
-INF = math.inf
 
 #: Inclusive ranges of every numeric setting: (low, high, low_exclusive).
 RANGES: dict[str, tuple[float, float, bool]] = {

@@ -157,7 +157,6 @@ class PlainServer:
         self.abort_reason: str | None = None
         self.result: PlainResult | None = None
         self.excluded: dict[int, str] = {}
-        self.culprits: dict[int, str] = {}
         self.suspects: dict[int, str] = {}
         self.session_id = b""
         self._digests: dict[int, bytes] = {}
