@@ -8,6 +8,11 @@ before the client is answered; on restart :meth:`recover` replays the
 running attempt through a fresh machine and resumes it if its phase deadline
 allows, else aborts it and tells every client.
 
+What differs per mode (masked or homomorphic rounds) is the driver's
+(:mod:`aggregator.drivers`), picked once from ``settings.mode``; what differs
+per face-FL method is ``methods``' (:mod:`aggregator.method_state`, a
+do-nothing one for FedAvg).
+
 Rounds are retried after an abort; each attempt is an *epoch* (a fresh nonce,
 so a fresh session). Outboxes are per epoch, numbered from 1, so a client's
 poll (epoch, after) always finds its place again, even across restarts.
@@ -18,8 +23,6 @@ driver thread calls :meth:`tick`.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -32,45 +35,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aggregator import he_rounds
+from aggregator.drivers import AnyConfig, Driver, driver_for
 from aggregator.faults import fault_point
-from aggregator.method_state import MethodRounds
+from aggregator.method_state import method_rounds
 from aggregator.operator import Metrics
 from aggregator.ratelimit import RateLimited
 from aggregator.settings import AggregatorSettings
 from aggregator.spool import SpooledPayload
 from aggregator.store import Store, StoreError
-from protocol.config import RoundConfig, minimum_threshold
-from protocol.dp_round import round_colluders, round_plan
-from protocol.errors import AuthenticationFailed, ProtocolError, UnknownClient, WrongPhase
-from protocol.he_messages import (
-    AnyClientMessage,
-    AnyServerMessage,
-    HEConfig,
-    HEJoin,
-    HEKeyDelivery,
-    HEMaskedConfig,
-    HEStart,
-    HEUpload,
-)
-from protocol.he_model import sum_digest
-from protocol.messages import MaskedInput, RoundStart
-from protocol.method_messages import ClusterRelease, lineage_digest, model_digest
-from protocol.plain import PlainServer
-from protocol.policy import consortium_colluders
-from protocol.server import ServerMachine
-from protocol.simulation import make_config
+from protocol.errors import AuthenticationFailed, UnknownClient, WrongPhase
+from protocol.he_messages import AnyClientMessage, AnyServerMessage
+from protocol.method_messages import ClusterRelease
 from secagg.errors import ParameterError
 from secagg.rng import RandomSource, SystemRandomSource
 from secagg_pb import codec
-from secagg_pb.v1 import secagg_pb2 as pb
 
 if TYPE_CHECKING:
-    from protocol.he_flow import HEServerMachine  # TenSEAL: loaded in HE modes only
-    from protocol.he_masked import HEMaskedServerMachine
-
-    Machine = ServerMachine | PlainServer | HEServerMachine | HEMaskedServerMachine
-    HEMachine = HEServerMachine | HEMaskedServerMachine
+    from aggregator.drivers import Machine
 
 log = logging.getLogger("secagg.aggregator")
 Clock = Callable[[], float]
@@ -94,23 +75,6 @@ def initial_model(settings: AggregatorSettings) -> np.ndarray:
         )
     result: np.ndarray = model.astype(np.float32)
     return result
-
-
-def model_hash(model: np.ndarray) -> bytes:
-    """What clients recompute from the model they download (bound into the session id)."""
-    return hashlib.sha256(b"secagg/v1/model\x00" + model.astype("<f4").tobytes()).digest()
-
-
-def _deliver(machine: Machine, client: int, msg: AnyClientMessage) -> None:
-    """Hand a message to the running round's machine; HE messages fit HE rounds only."""
-    if isinstance(msg, ClusterRelease):  # the host keeps a method's releases, not the machine
-        raise WrongPhase("a cluster release is not a protocol message")
-    if isinstance(machine, ServerMachine | PlainServer):
-        if isinstance(msg, HEJoin | HEKeyDelivery | HEUpload):
-            raise WrongPhase(f"{type(msg).__name__} belongs to an HE round; this one is not")
-        machine.receive(client, msg)
-    else:
-        machine.receive(client, msg)
 
 
 def _over(machine: Machine) -> bool:
@@ -143,25 +107,6 @@ class RoundRecord:
     not_waited_for: list[int] = field(default_factory=list)
 
 
-def round_threshold(s: AggregatorSettings, n: int, roster_size: int) -> int:
-    """The round's threshold: the setting, else make_config's default, raised so that a
-    client's default policy accepts it (clients take n_C from the roster, not the cohort:
-    protocol/policy.py)."""
-    t = make_config(
-        clients=n,
-        dim=1,
-        threshold=s.threshold or None,
-        degree=s.degree or None,
-        profile=s.profile,
-    ).threshold
-    if s.threshold or s.degree or s.profile == "plain":
-        return t
-    colluders = consortium_colluders(roster_size)
-    if colluders >= n:
-        return t  # no threshold helps: clients refuse the cohort (and say why)
-    return min(n, max(t, minimum_threshold(n, profile=s.profile, colluders=colluders)))
-
-
 class Coordinator:
     """Drives rounds; see the module docstring."""
 
@@ -186,18 +131,15 @@ class Coordinator:
         self.round = 0
         self.epoch = 0
         self.machine: Machine | None = None
-        #: HE modes (ckks, bfv-masked): rounds done, the model's lineage, who holds the model.
-        self.he: he_rounds.HEState | None = None
-        if settings.mode in ("ckks", "bfv-masked"):
-            self.he = he_rounds.HEState(0, model_hash(self.model), None)
-        #: A face-FL method's extras, releases and next state (None: plain FedAvg).
-        self.methods: MethodRounds | None = None
-        if settings.method != "fedavg":
-            self.methods = MethodRounds(settings, store.path.parent)
+        #: What the mode changes: configs, machines, cohorts, commits, serving.
+        self.driver: Driver[Any, Any] = driver_for(settings, self.roster, store, self.model)
+        #: A face-FL method's extras, releases and next state (FedAvg's does nothing).
+        self.methods = method_rounds(settings, store.path.parent)
         self.finished = False
         self.history: deque[RoundRecord] = deque(maxlen=HISTORY)  # bounded: soak runs
         self._outbox: dict[int, list[AnyServerMessage]] = {}
-        #: HE modes: the previous attempt's outboxes, so a late poll still gets the sum.
+        #: The previous attempt's outboxes where the driver keeps them (HE: a late poll
+        #: still gets the sum).
         self._previous: tuple[int, dict[int, list[AnyServerMessage]]] | None = None
         self._last_seen: dict[int, float] = {}
         #: When each client last *began* a poll: a dead client's poll may still be waiting
@@ -222,19 +164,10 @@ class Coordinator:
     def recover(self) -> None:
         """Rebuild state from the store; call once before serving."""
         with self._cond:
-            checkpoint = None if self.he else self.store.latest_checkpoint()
-            if self.he is not None:  # no model checkpoints: the clients hold the model
-                self.he = he_rounds.load_state(self.store.path.parent, model_hash(self.model))
-                self.round = self.he.round
-            if checkpoint is not None:
-                self.round, model = checkpoint
-                if model.shape != (self.settings.dim,):
-                    raise ProtocolError("checkpoint does not match the configured dimension")
-                self.model = model.astype(np.float32)
+            self.round, self.model = self.driver.recover(self.round, self.model)
             self.epoch = self.store.last_epoch()
             self.finished = self.round >= self.settings.rounds
-            if self.methods is not None:
-                self.methods.load(self.round)
+            self.methods.load(self.round)
             attempt = self.store.running_attempt()
             if attempt is None:
                 return
@@ -242,44 +175,14 @@ class Coordinator:
                 self.store.finish_attempt(attempt.epoch, "completed")
                 return
             try:
-                config = self._decode_config(attempt.config)
+                config = self.driver.decode(attempt.config)
             except Exception as exc:
                 raise StoreError(f"stored config of epoch {attempt.epoch} is unreadable") from exc
             self._replay(attempt.epoch, config, started=attempt.started)
 
-    def _decode_config(self, raw: bytes) -> RoundConfig | HEConfig | HEMaskedConfig:
-        if self.settings.mode == "bfv-masked":
-            return codec.he_masked_config_from_proto(pb.HEMaskedConfig.FromString(raw))
-        if self.he is not None:
-            return codec.he_config_from_proto(pb.HEConfig.FromString(raw))
-        return codec.config_from_proto(pb.RoundConfig.FromString(raw))
-
-    def _encode_config(self, config: RoundConfig | HEConfig | HEMaskedConfig) -> bytes:
-        if isinstance(config, HEMaskedConfig):
-            return codec.he_masked_config_to_proto(config).SerializeToString()
-        if isinstance(config, HEConfig):
-            return codec.he_config_to_proto(config).SerializeToString()
-        return codec.config_to_proto(config).SerializeToString()
-
-    def _machine_for(self, config: RoundConfig | HEConfig | HEMaskedConfig) -> Machine:
-        if isinstance(config, HEMaskedConfig):
-            from protocol.he_masked import HEMaskedServerMachine
-
-            return HEMaskedServerMachine(config, roster={c: self.roster[c] for c in config.clients})
-        if isinstance(config, HEConfig):
-            from protocol.he_flow import HEServerMachine
-
-            return HEServerMachine(config, roster={c: self.roster[c] for c in config.clients})
-        if config.profile == "plain":
-            return PlainServer(config)
-        roster = {c: self.roster[c] for c in config.clients} if config.profile == "active" else {}
-        return ServerMachine(config, roster=roster)
-
-    def _replay(
-        self, epoch: int, config: RoundConfig | HEConfig | HEMaskedConfig, *, started: float
-    ) -> None:
+    def _replay(self, epoch: int, config: AnyConfig, *, started: float) -> None:
         self.epoch = epoch
-        machine = self._machine_for(config)
+        machine = self.driver.machine(config)
         self.machine = machine
         self._outbox = {c: [] for c in config.clients}
         self._nonces = {}
@@ -288,8 +191,7 @@ class Coordinator:
         self._phase_seconds = {}
         self._phase_started = started
         self._bytes_in = 0
-        if self.methods is not None:
-            self.methods.begin_attempt()
+        self.methods.begin_attempt()
         self._send(machine.start())
         last = self._clock()
         advanced = False
@@ -299,10 +201,9 @@ class Coordinator:
                 assert event.body is not None and event.client is not None
                 msg = codec.parse_any_client_message(event.body)
                 if isinstance(msg, ClusterRelease):
-                    assert self.methods is not None
                     self.methods.accept(event.client, msg, machine.config.clients)
                 else:
-                    _deliver(machine, event.client, msg)
+                    self._deliver(machine, event.client, msg)
                 if event.nonce is not None:  # a replay after the restart is still refused
                     self._nonces.setdefault(event.client, set()).add(event.nonce)
             elif event.kind == "exclude":
@@ -334,6 +235,12 @@ class Coordinator:
         if durable:
             self.store.log(self.epoch, "abort", at=self._clock(), note=reason)
         self._send(machine.abort(reason))
+
+    def _deliver(self, machine: Machine, client: int, msg: AnyClientMessage) -> None:
+        """Hand a message to the running round's machine (its driver says which fit)."""
+        if isinstance(msg, ClusterRelease):  # the host keeps a method's releases, not the machine
+            raise WrongPhase("a cluster release is not a protocol message")
+        self.driver.deliver(machine, client, msg)
 
     # ------------------------------------------------------------------ client-facing
 
@@ -369,7 +276,9 @@ class Coordinator:
             )
             return len(body)
 
-        self._accept(client, msg.round, session, nonce, lambda m: _deliver(m, client, msg), log)
+        self._accept(
+            client, msg.round, session, nonce, lambda m: self._deliver(m, client, msg), log
+        )
 
     def _submit_release(
         self, client: int, msg: ClusterRelease, session: bytes | None, nonce: bytes | None
@@ -379,8 +288,7 @@ class Coordinator:
         with self._cond:
             self._last_seen[client] = self._clock()
             machine = self.machine
-            if self.methods is None:
-                raise WrongPhase("this aggregator runs FedAvg: it takes no cluster releases")
+            self.methods.check_takes_releases()  # FedAvg: refused before anything else
             if machine is None or msg.round != self.round or _over(machine):
                 raise WrongPhase(f"no round {msg.round} is running (current round {self.round})")
             if msg.client != client:
@@ -419,12 +327,7 @@ class Coordinator:
         """
 
         def receive(machine: Machine) -> None:
-            if isinstance(machine, ServerMachine):
-                machine.receive_masked(client, round_, payload)
-            else:
-                machine.receive(
-                    client, MaskedInput(client, round_, payload.read(0, payload.length))
-                )
+            self.driver.receive_masked(machine, client, round_, payload)
 
         def log() -> int:
             header = codec.masked_input_header(client, round_, payload.length)
@@ -547,7 +450,7 @@ class Coordinator:
                 self._cond.wait(min(remaining, 0.5))
 
     def _late(self, client: int, epoch: int, after: int) -> AnyServerMessage | None:
-        """HE mode: an unread message of the previous attempt, if the client polls for it.
+        """An unread message of the previous attempt, if the client polls for it (HE modes).
 
         In HE modes a client that misses a round's encrypted sum falls behind
         for good (only the clients hold the model), so the next attempt
@@ -565,16 +468,7 @@ class Coordinator:
         (a client without a model asks for it); later models exist only on the clients.
         """
         with self._cond:
-            if self.he is not None:
-                if round_ != 0:
-                    raise WrongPhase(
-                        f"model of round {round_} is not here: in {self.settings.mode} mode the "
-                        "aggregator "
-                        "holds only the initial model (round 0), the clients hold the rest"
-                    )
-                return self.model.astype("<f4").tobytes()
-            if round_ != self.round:
-                raise WrongPhase(f"model of round {round_} is not available (current {self.round})")
+            self.driver.check_model_round(round_, self.round)
             return self.model.astype("<f4").tobytes()
 
     # ------------------------------------------------------------------ driver
@@ -614,12 +508,8 @@ class Coordinator:
         present = [c for c in self._present(now) if c not in gone]
         awaited = [c for c in sorted(self.roster) if c not in gone]
         wanted = self.settings.min_clients or len(self.roster)
-        fewest = 2
-        if self.he is not None:  # only clients holding the current model can take part
-            present = list(he_rounds.cohort(present, self.he))
-            awaited = [c for c in awaited if self.he.in_sync is None or c in self.he.in_sync]
-            wanted = min(wanted, he_rounds.eligible(self.he, len(self.roster)))
-            fewest = he_rounds.MIN_COHORT
+        present, awaited, wanted = self.driver.cohort(present, awaited, wanted)
+        fewest = self.driver.fewest
         waited = now - self._waiting_since
         missing = [c for c in awaited if c not in present]
         joined = waited >= self.settings.join_window_s and not missing
@@ -637,14 +527,15 @@ class Coordinator:
                 self.round,
                 self._start_figures["not_waited_for"],
             )
-        config = self._config(tuple(present))
-        if self.he is not None:  # its sum must still reach the clients that poll late
+        config = self.driver.config(
+            self.round, tuple(present), self._rng, self.model, self.methods.state
+        )
+        if self.driver.keeps_late_messages:  # its sum must still reach the clients that poll late
             self._previous = (self.epoch, self._outbox)
         self.epoch += 1
-        self.store.begin_attempt(self.epoch, self.round, self._encode_config(config), now)
-        self.machine = self._machine_for(config)
-        if self.methods is not None:
-            self.methods.begin_attempt()
+        self.store.begin_attempt(self.epoch, self.round, self.driver.encode(config), now)
+        self.machine = self.driver.machine(config)
+        self.methods.begin_attempt()
         self._outbox = {c: [] for c in config.clients}
         self._nonces = {}
         self._phase_seconds = {}
@@ -658,78 +549,6 @@ class Coordinator:
         """Clients train before they answer the first phase, so it may get longer."""
         return self.settings.train_timeout_s or self.settings.phase_timeout_s
 
-    def _threshold(self, n: int) -> int:
-        return round_threshold(self.settings, n, len(self.roster))
-
-    def _config(self, cohort: tuple[int, ...]) -> RoundConfig | HEConfig | HEMaskedConfig:
-        s = self.settings
-        if self.he is not None and s.mode == "bfv-masked":
-            return he_rounds.make_masked_config(
-                round_=self.round,
-                clients=cohort,
-                threshold=self._threshold(len(cohort)),  # active, complete graph
-                dim=s.vector_dim,
-                clip=s.clip,
-                levels=s.levels,
-                max_weight=s.max_weight,
-                learning_rate=s.learning_rate,
-                nonce=self._rng.random_bytes(32),
-                lineage=self.he.lineage,  # FedAvg only: no method state to bind
-            )
-        if self.he is not None:
-            return he_rounds.make_config(
-                round_=self.round,
-                clients=cohort,
-                dim=s.vector_dim,  # the model, then a method's extras (FedFace's S_k/n_k)
-                clip=s.clip,
-                max_weight=s.max_weight,
-                learning_rate=s.learning_rate,
-                nonce=self._rng.random_bytes(32),
-                lineage=lineage_digest(  # bound to the state the HEStart carries
-                    self.he.lineage, self.methods.state if self.methods is not None else None
-                ),
-            )
-        # make_config holds the defaults (safe threshold, minimal modulus); this round
-        # differs only in its cohort, its fresh nonce and the model it announces.
-        levels, clip, max_weight = s.levels, s.clip, s.max_weight
-        dim = s.vector_dim  # the model, then a method's extras (FedFace's S_k/n_k)
-        threshold = self._threshold(len(cohort))
-        if s.dp_noise_multiplier > 0:  # the quantiser the DP plan fixes (protocol/dp_round.py)
-            plan = round_plan(
-                dim=dim,
-                clients=len(cohort),
-                threshold=threshold,
-                l2_clip=s.dp_clip,
-                noise_multiplier=s.dp_noise_multiplier,
-                colluders=round_colluders(
-                    len(cohort), s.dp_colluders, sparse=0 < s.degree < len(cohort) - 1
-                ),
-            )
-            levels, clip, max_weight = plan.levels, plan.quantizer_clip, 1
-        base = make_config(
-            clients=len(cohort),
-            dim=dim,
-            threshold=threshold,
-            degree=s.degree or None,
-            profile=s.profile,
-            levels=levels,
-            clip=clip,
-            max_weight=max_weight,
-            round_=self.round,
-        )
-        return dataclasses.replace(
-            base,
-            clients=cohort,
-            degree=s.degree or None,
-            nonce=self._rng.random_bytes(32),
-            model_hash=self._model_hash(),
-        )
-
-    def _model_hash(self) -> bytes:
-        """The model's hash, bound to the method state the RoundStart carries (if any)."""
-        state = self.methods.state if self.methods is not None else None
-        return model_digest(self.model.astype("<f4").tobytes(), state)
-
     def _advance(self, now: float) -> None:
         machine = self.machine
         assert machine is not None
@@ -742,53 +561,39 @@ class Coordinator:
 
     def _send(self, outgoing: Sequence[tuple[int, AnyServerMessage]]) -> None:
         for client, msg in outgoing:
-            if self.methods is not None and isinstance(msg, RoundStart | HEStart):  # bound
-                msg = dataclasses.replace(msg, state=self.methods.state)
-            self._outbox.setdefault(client, []).append(msg)
+            # A method's state goes with RoundStart/HEStart (bound into its model hash).
+            self._outbox.setdefault(client, []).append(self.methods.bind(msg))
 
     def _finish_round(self) -> None:
         machine = self.machine
         assert machine is not None
-        if not isinstance(machine, ServerMachine | PlainServer):
-            self._finish_he_round(machine)
-            return
-        result = machine.result
+        outcome = self.driver.outcome(machine)
         record = RoundRecord(
             round=self.round,
             epoch=self.epoch,
-            completed=result is not None,
+            completed=outcome.completed,
             cohort=list(machine.config.clients),
-            survivors=list(machine.survivors) if result else [],
+            survivors=outcome.survivors,
             excluded=dict(machine.excluded),
             abort_reason=machine.abort_reason,
-            weight_sum=result.weight_sum if result else None,
-            total_sha256=hashlib.sha256(np.ascontiguousarray(result.total).tobytes()).hexdigest()
-            if result
-            else None,
+            weight_sum=outcome.weight_sum,
+            total_sha256=outcome.total_sha256,
             **self._attempt_figures(),
         )
         self._observe(record)
         self.machine = None
         self._waiting_since = self._clock()
         self._mark_dropped(record, machine.excluded)
-        if result is not None:
-            if result.weight_sum > 0:
-                update = result.weighted_mean()
-                if self.methods is not None:  # θ's step; S and the releases: the next state
-                    update = self.methods.finish(self.round, update, result.weight_sum)
-                self.model = (self.model + self.settings.learning_rate * update).astype(np.float32)
-            elif self.methods is not None:
-                self.methods.finish(self.round, np.zeros(self.settings.vector_dim), 0)
-            if self.methods is not None:
-                self.methods.save()  # before the checkpoint: a restart serves the same state
-            self.round += 1
-            self.store.save_checkpoint(self.round, self.model)
+        if record.completed:  # the model's step (or the lineage's), committed
+            self.round, self.model = self.driver.commit(
+                self.round, machine, self.model, self.methods
+            )
             self.store.finish_attempt(self.epoch, "completed")
-            log.info("round %d completed with %d survivors", record.round, len(result.survivors))
+            log.info(self.driver.completed_log, record.round, len(record.survivors))
         else:
             self._retry_at = self._clock() + self.settings.retry_delay_s
             self.store.finish_attempt(self.epoch, "aborted")
-            log.warning("round %d aborted: %s", self.round, machine.abort_reason)
+            log.warning(self.driver.aborted_log, self.round, machine.abort_reason)
         self._publish(record)
         if record.completed:  # after the round's commit: retention (aggregator/store.py)
             self.store.prune(self.round, at=self._clock())
@@ -809,7 +614,7 @@ class Coordinator:
             "phase_seconds": dict(self._phase_seconds),
             "wall_s": self._clock() - self._round_started,
             "bytes_received": self._bytes_in,
-            "method_releases": len(self.methods.releases) if self.methods is not None else 0,
+            "method_releases": len(self.methods.releases),
             **self._start_figures,
         }
 
@@ -831,46 +636,6 @@ class Coordinator:
         self.metrics.round.set(self.round)
         if self.round >= self.settings.rounds:
             self.finished = True
-
-    def _finish_he_round(self, machine: HEMachine) -> None:
-        """An HE round: no model step (the clients take it); the lineage moves on instead."""
-        assert self.he is not None
-        blobs = machine.result_blobs
-        completed = blobs is not None
-        record = RoundRecord(
-            round=self.round,
-            epoch=self.epoch,
-            completed=completed,
-            cohort=list(machine.config.clients),
-            survivors=list(machine.contributors) if completed else [],
-            excluded=dict(machine.excluded),
-            abort_reason=machine.abort_reason,
-            weight_sum=None,  # encrypted: only the clients learn it
-            total_sha256=sum_digest(blobs).hex() if blobs is not None else None,
-            **self._attempt_figures(),
-        )
-        self._observe(record)
-        self.machine = None
-        self._waiting_since = self._clock()
-        self._mark_dropped(record, machine.excluded)
-        if blobs is not None:
-            if self.methods is not None:  # the releases go with the next HEStart
-                self.methods.finish_he(self.round)
-                self.methods.save()  # before the round's commit, as in masked rounds
-            # Who holds the next model: the clients the sum went to (bfv-masked: those
-            # that unmasked, a subset of the contributors).
-            self.he = self.he.after(self.round, blobs, machine.recipients)
-            he_rounds.save_state(self.store.path.parent, self.he)  # the commit of the round
-            self.round = self.he.round
-            self.store.finish_attempt(self.epoch, "completed")
-            log.info("HE round %d completed: %d contributors", record.round, len(record.survivors))
-        else:
-            self._retry_at = self._clock() + self.settings.retry_delay_s
-            self.store.finish_attempt(self.epoch, "aborted")
-            log.warning("HE round %d aborted: %s", self.round, machine.abort_reason)
-        self._publish(record)
-        if record.completed:  # after the round's commit: retention (aggregator/store.py)
-            self.store.prune(self.round, at=self._clock())
 
     def status(self) -> dict[str, Any]:
         """A machine-readable snapshot for operators."""

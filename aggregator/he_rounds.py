@@ -4,7 +4,9 @@ The coordinator drives :class:`protocol.he_flow.HEServerMachine` (ckks) and
 :class:`protocol.he_masked.HEMaskedServerMachine` (bfv-masked: SecAgg's masks
 inside BFV plaintexts, so no single client holding the key can read another's
 upload) exactly as it drives SecAgg's machine (same log, replay and
-deadlines); this module holds what differs for the host, in both modes:
+deadlines), through the HE drivers (:class:`aggregator.drivers.HEDriver`:
+``CKKSDriver``, ``BFVMaskedDriver``); this module holds the rules and the
+state those drivers apply, in both modes:
 
 - **No model after θ₀.** The aggregator sums ciphertexts with a keyless
   context and never sees the aggregate, so it takes no FedAvg step: it serves
@@ -35,15 +37,12 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aggregator.durable import replace_file
 from protocol.he_messages import MIN_CONTRIBUTORS, HEConfig, HEMaskedConfig
 from protocol.he_model import next_lineage, sum_digest
 from secagg.errors import ParameterError
-
-if TYPE_CHECKING:
-    from aggregator.settings import AggregatorSettings
 
 STATE_FILE = "he-state.json"
 #: The gRPC message cap (aggregator.server.MAX_MESSAGE): the encrypted sum travels in one.
@@ -185,7 +184,31 @@ def masked_upload_cap(vector_dim: int) -> int:
     return chunks * (he.blob_bounds(params, fresh=True)[1] + 8) + _UPLOAD_FRAMING
 
 
-def check_masked(settings: AggregatorSettings) -> None:
+class MaskedSettings(Protocol):
+    """What :func:`check_masked` reads (:class:`aggregator.settings.AggregatorSettings` has
+    it; named here, not imported, as the settings import this module to check them)."""
+
+    @property
+    def profile(self) -> str: ...
+    @property
+    def degree(self) -> int: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def dp_noise_multiplier(self) -> float: ...
+    @property
+    def vector_dim(self) -> int: ...
+    @property
+    def clip(self) -> float: ...
+    @property
+    def levels(self) -> int: ...
+    @property
+    def max_weight(self) -> int: ...
+    @property
+    def learning_rate(self) -> float: ...
+
+
+def check_masked(settings: MaskedSettings) -> None:
     """Refuse, at start-up, a bfv-masked deployment that could not run a round.
 
     The hybrid is SecAgg's active profile on the complete graph with FedAvg;

@@ -15,19 +15,27 @@ on arrival, one per cohort member), and the :class:`MethodState` the next
 ``RoundStart`` carries (S, or every release of the round). The state is
 written to ``state_dir/method/`` before the round's checkpoint, so a
 restarted aggregator serves the same one. The aggregator never sees a class
-embedding: only S (a secure sum) and DP releases.
+embedding: only S (a secure sum) and DP releases. :class:`FedAvgRounds` is the
+same interface for plain FedAvg, doing nothing, so the coordinator never asks
+which method runs.
+
+It reads the few settings it needs through :class:`MethodSettings`, so it
+does not import :mod:`aggregator.settings` (which imports it to check them).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from aggregator.durable import replace_file
-from protocol.errors import ConflictingMessage, InvalidMessage, UnknownClient
+from protocol.errors import ConflictingMessage, InvalidMessage, UnknownClient, WrongPhase
+from protocol.he_messages import AnyServerMessage, HEStart
+from protocol.messages import RoundStart
 from protocol.method_messages import (
     RELEASING,
     ClusterRelease,
@@ -40,15 +48,31 @@ from secagg.errors import ParameterError
 from secagg_pb import codec
 from secagg_pb.v1 import secagg_pb2 as pb
 
-if TYPE_CHECKING:
-    from aggregator.settings import AggregatorSettings
-
 log = logging.getLogger("secagg.aggregator")
 #: One RoundStart (a d × d float32 S) must fit a poll reply well inside gRPC's 16 MiB.
 MAX_MOMENT_BYTES = 8 * 1024 * 1024
 
 
-def check_settings(s: AggregatorSettings) -> None:
+class MethodSettings(Protocol):
+    """The settings a method reads (:class:`aggregator.settings.AggregatorSettings` has them)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def embedding_dim(self) -> int: ...
+    @property
+    def dplc_clusters(self) -> int: ...
+    @property
+    def dp_noise_multiplier(self) -> float: ...
+    @property
+    def clip(self) -> float: ...
+
+
+def check_settings(s: MethodSettings) -> None:
     """Refuse a method the service cannot run as configured, saying why."""
     check_method(s.method)
     if s.mode == "ckks" and s.dp_noise_multiplier > 0:
@@ -79,7 +103,7 @@ def check_settings(s: AggregatorSettings) -> None:
 class MethodRounds:
     """One method's state across rounds on the aggregator (see the module docstring)."""
 
-    def __init__(self, settings: AggregatorSettings, state_dir: Path) -> None:
+    def __init__(self, settings: MethodSettings, state_dir: Path) -> None:
         self.method = settings.method
         self.embedding_dim = settings.embedding_dim
         self.max_clusters = settings.dplc_clusters
@@ -98,6 +122,15 @@ class MethodRounds:
     def begin_attempt(self) -> None:
         """A new round attempt: earlier attempts' releases are dropped."""
         self._releases = {}
+
+    def check_takes_releases(self) -> None:
+        """Every method's host takes releases (:meth:`accept` says which methods send any)."""
+
+    def bind(self, msg: AnyServerMessage) -> AnyServerMessage:
+        """A RoundStart or HEStart carries the state (bound into its model hash or lineage)."""
+        if isinstance(msg, RoundStart | HEStart):
+            return dataclasses.replace(msg, state=self.state)
+        return msg
 
     def accept(self, client: int, release: ClusterRelease, cohort: tuple[int, ...]) -> bool:
         """Validate and keep one release; False for an identical retry."""
@@ -176,3 +209,54 @@ class MethodRounds:
                 f"{self.method!r} round {round_} (was the method changed mid-training?)"
             )
         self.state = state
+
+
+class FedAvgRounds:
+    """Plain FedAvg's :class:`MethodRounds`: no extras, no releases, no state to carry.
+
+    Every hook does nothing, so rounds read the same whatever the method.
+    """
+
+    #: No state: RoundStart and HEStart carry none, and the model hash is the model's alone.
+    state: MethodState | None = None
+
+    @property
+    def releases(self) -> dict[int, ClusterRelease]:
+        """None ever: FedAvg takes no releases."""
+        return {}
+
+    def begin_attempt(self) -> None:
+        """Nothing to drop."""
+
+    def check_takes_releases(self) -> None:
+        """Refuse a release before anything else is checked."""
+        raise WrongPhase("this aggregator runs FedAvg: it takes no cluster releases")
+
+    def accept(self, client: int, release: ClusterRelease, cohort: tuple[int, ...]) -> bool:
+        """Never reached (:meth:`check_takes_releases` refuses first); refuses too."""
+        self.check_takes_releases()
+        return False
+
+    def bind(self, msg: AnyServerMessage) -> AnyServerMessage:
+        """The message as it is."""
+        return msg
+
+    def finish(self, round_: int, mean: np.ndarray, weight_sum: int) -> np.ndarray:
+        """θ's step is the whole mean."""
+        return mean
+
+    def finish_he(self, round_: int) -> None:
+        """Nothing to keep."""
+
+    def save(self) -> None:
+        """Nothing to write."""
+
+    def load(self, round_: int) -> None:
+        """Nothing to read."""
+
+
+def method_rounds(settings: MethodSettings, state_dir: Path) -> MethodRounds | FedAvgRounds:
+    """The method's host state: :class:`FedAvgRounds` for ``method = "fedavg"``."""
+    if settings.method == "fedavg":
+        return FedAvgRounds()
+    return MethodRounds(settings, state_dir)

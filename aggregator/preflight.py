@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 
-from aggregator.coordinator import round_threshold
+from aggregator.drivers import round_threshold
 from aggregator.settings import AggregatorSettings
 from protocol.config import RoundConfig
 from protocol.dp_round import round_colluders, round_plan

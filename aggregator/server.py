@@ -126,11 +126,7 @@ class AggregatorServer:
             options=options,
             maximum_concurrent_rpcs=settings.max_workers * 2,
         )
-        max_payload = (settings.vector_dim + 1) * 8 + 1024
-        if settings.mode == "bfv-masked":  # the masked vector travels as BFV ciphertexts
-            from aggregator.he_rounds import masked_upload_cap
-
-            max_payload = masked_upload_cap(settings.vector_dim)
+        max_payload = self.coordinator.driver.max_payload()  # the mode's largest upload
         limits = Limits(
             rate=settings.rate_limit_per_s,
             burst=settings.rate_limit_burst,

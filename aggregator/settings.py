@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from aggregator.method_state import check_settings
 from protocol.config import PROFILES, Profile
 from protocol.method_messages import extra_dim
 from secagg.errors import ParameterError
@@ -210,8 +211,6 @@ class AggregatorSettings:
             raise ParameterError("dp_noise_multiplier must be ≥ 0 and dp_clip positive")
         if self.dp_noise_multiplier > 0 and self.profile == "plain":
             raise ParameterError("distributed DP needs a masked profile (active or semi-honest)")
-        from aggregator.method_state import check_settings  # numpy and protocol only
-
         check_settings(self)
         if self.synchronous not in ("NORMAL", "FULL"):
             raise ParameterError("synchronous must be NORMAL or FULL")

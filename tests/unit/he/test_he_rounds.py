@@ -14,6 +14,7 @@ import pytest
 
 from aggregator import he_rounds
 from aggregator.coordinator import Coordinator
+from aggregator.drivers import HEDriver
 from aggregator.settings import AggregatorSettings
 from aggregator.store import Store
 from clients.he_daemon import HERound, LocalModel
@@ -282,7 +283,8 @@ def test_two_rounds_with_a_restart_in_the_middle(tmp_path: Path) -> None:
     assert coordinator.epoch == 2 and 0 not in clients[1].means
     step(coordinator, clients)  # ... which their next poll still brings, before round 1
     assert all(0 in clients[c].means for c in CLIENTS)
-    lineage_1 = coordinator.he.lineage if coordinator.he else b""
+    assert isinstance(coordinator.driver, HEDriver)
+    lineage_1 = coordinator.driver.state.lineage
 
     # Round 1: the aggregator dies after the joins, the key delivery and one upload were
     # committed, while a second upload is on its way.
@@ -304,7 +306,7 @@ def test_two_rounds_with_a_restart_in_the_middle(tmp_path: Path) -> None:
 
     state = json.loads((tmp_path / he_rounds.STATE_FILE).read_text())
     assert state["round"] == 2 and state["in_sync"] == [1, 2, 3]
-    assert coordinator.he is not None and coordinator.he.lineage != lineage_1
+    assert coordinator.driver.state.lineage != lineage_1
     models = [clients[c].local.model for c in CLIENTS]  # type: ignore[union-attr]
     for model in models[1:]:
         np.testing.assert_array_equal(model, models[0])  # every copy took the same step
@@ -317,7 +319,7 @@ def test_two_rounds_with_a_restart_in_the_middle(tmp_path: Path) -> None:
         theta = apply_mean(theta, clients[1].means[round_], 0.5)
     np.testing.assert_array_equal(models[0], theta)
     for c in CLIENTS:  # and each knows the lineage the aggregator will announce next
-        assert clients[c].local.lineage == coordinator.he.lineage  # type: ignore[union-attr]
+        assert clients[c].local.lineage == coordinator.driver.state.lineage
     records = [json.loads(line) for line in (tmp_path / "rounds.jsonl").read_text().splitlines()]
     assert [r["completed"] for r in records] == [True, True]
     assert all(r["weight_sum"] is None and len(r["total_sha256"]) == 64 for r in records)

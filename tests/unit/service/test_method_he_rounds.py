@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from aggregator.coordinator import Coordinator
+from aggregator.drivers import HEDriver
 from aggregator.settings import AggregatorSettings
 from aggregator.store import Store
 from clients.daemon import Daemon
@@ -149,7 +150,8 @@ def test_releases_come_back_with_the_next_hestart_byte_for_byte(
         assert stand.received[1] == MethodState(method, 1, releases=sent_round0)
     assert [r.method_releases for r in coordinator.history] == [3, 3]
     lineages = {daemons[c]._he_local.lineage for c in CLIENTS}  # type: ignore[union-attr]
-    assert coordinator.he is not None and lineages == {coordinator.he.lineage}
+    assert isinstance(coordinator.driver, HEDriver)
+    assert lineages == {coordinator.driver.state.lineage}
     restarted = coordinator_for(tmp_path, method)  # the last releases wait for a next round
     assert restarted.methods is not None
     assert restarted.methods.state.releases == tuple(stands[c].sent[1] for c in CLIENTS)
@@ -168,8 +170,8 @@ def test_the_state_is_bound_into_the_announced_lineage(tmp_path: Path) -> None:
     coordinator = coordinator_for(tmp_path, "fedgc")
     start = first_start(coordinator)
     assert start.state == MethodState("fedgc", 0)
-    assert coordinator.he is not None
-    lineage = coordinator.he.lineage
+    assert isinstance(coordinator.driver, HEDriver)
+    lineage = coordinator.driver.state.lineage
     assert start.config.model_hash == lineage_digest(lineage, start.state) != lineage
     assert start.config.dim == DIM  # fedgc appends nothing
     local = LocalModel.initial(coordinator.model_bytes(0))
