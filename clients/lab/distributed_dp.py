@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from protocol.config import default_colluders
+from protocol.graph import densest_harary_degree
 from protocol.simulation import make_config, simulate
 from secagg.dp import (
     DdgPlan,
@@ -102,7 +103,7 @@ def _sum_levels(levels: list[np.ndarray]) -> np.ndarray:
 
 def _degree(mode: str, clients: int) -> int | None:
     """The experiment's graph: complete for secagg, a Harary graph for secagg+."""
-    return None if mode != "secagg+" else max(2, (clients - 1) // 2 * 2)
+    return None if mode != "secagg+" else densest_harary_degree(clients)
 
 
 @dataclass

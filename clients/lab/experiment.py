@@ -49,6 +49,7 @@ from clients.training.flatten import flatten, spec_of, unflatten_into
 from clients.training.heads import init_head_from_features, margin_head
 from clients.training.models import build_backbone
 from clients.training.train import TrainConfig, mean_features, resolve_device, train_local
+from protocol.graph import densest_harary_degree
 from protocol.method_messages import server_step
 from protocol.simulation import make_config, simulate
 from secagg.errors import ParameterError
@@ -214,7 +215,7 @@ def _masked_mean(
     config = make_config(
         clients=clients,
         dim=next(iter(updates.values())).size,
-        degree=None if mode == "secagg" else max(2, (clients - 1) // 2 * 2),
+        degree=None if mode == "secagg" else densest_harary_degree(clients),
         clip=clip,
         levels=levels,
         max_weight=max(weights.values()),
