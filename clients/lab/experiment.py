@@ -280,11 +280,10 @@ def _bfv_masked_mean(
 
     BFV's plain modulus t (about 2^20) must hold Σ w·q(x) without wrapping, so
     weights are divided by their gcd (the mean is unchanged) and the levels
-    are cut to the most that fit (he.check_bfv); the bound is one level.
+    are cut to the most that fit (he.most_bfv_levels); the bound is one level.
     """
     from protocol.he_masked import HEMaskedConfig, run_he_masked_round
     from secagg import he
-    from secagg.errors import OverflowRisk
     from secagg.primitives.signing import signing_key
     from secagg.quantization import Quantizer, quantize
     from secagg.rng import DeterministicRandomSource
@@ -293,13 +292,7 @@ def _bfv_masked_mean(
     common = math.gcd(*(weights[k] for k in updates))
     slot_weights = dict(zip(cohort, (weights[k] // common for k in sorted(updates)), strict=True))
     widest = max(slot_weights.values())
-    fit = levels
-    while fit > 2:
-        try:
-            he.check_bfv(he.BFV_8192, clients=len(cohort), max_abs=(fit - 1) * widest)
-            break
-        except OverflowRisk:
-            fit //= 2
+    fit = he.most_bfv_levels(he.BFV_8192, clients=len(cohort), max_weight=widest, at_most=levels)
     rng = DeterministicRandomSource(f"experiment/bfv-masked/{seed}/{round_}")
     config = HEMaskedConfig(
         round=round_,
