@@ -39,7 +39,7 @@ from aggregator.ratelimit import RateLimited
 from aggregator.settings import AggregatorSettings
 from aggregator.spool import SpooledPayload
 from aggregator.store import Store, StoreError
-from protocol.config import RoundConfig, minimum_threshold
+from protocol.config import MIN_HONEST, RoundConfig, minimum_threshold
 from protocol.dp_round import round_colluders, round_plan
 from protocol.errors import AuthenticationFailed, ProtocolError, UnknownClient, WrongPhase
 from protocol.faults import fault_point
@@ -619,7 +619,7 @@ class Coordinator:
             present = list(he_rounds.cohort(present, self.he))
             awaited = [c for c in awaited if self.he.in_sync is None or c in self.he.in_sync]
             wanted = min(wanted, he_rounds.eligible(self.he, len(self.roster)))
-            fewest = he_rounds.MIN_COHORT
+            fewest = MIN_HONEST  # k_min: a decrypted mean over fewer is refused
         waited = now - self._waiting_since
         missing = [c for c in awaited if c not in present]
         joined = waited >= self.settings.join_window_s and not missing

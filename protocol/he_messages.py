@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
 HEScheme = Literal["ckks", "bfv"]
 HE_SCHEMES: tuple[HEScheme, ...] = ("ckks", "bfv")
-MIN_CONTRIBUTORS = 3  # k_min: an aggregate clients decrypt holds at least this many inputs
 
 
 @dataclass(frozen=True, slots=True)
