@@ -53,9 +53,9 @@ from protocol.he_messages import (
     HEStart,
     HEUpload,
 )
-from protocol.he_model import sum_digest
+from protocol.he_model import model_sha256, sum_digest
 from protocol.messages import MaskedInput, RoundStart
-from protocol.method_messages import ClusterRelease, lineage_digest, model_digest
+from protocol.method_messages import ClusterRelease, bound_model_hash, lineage_digest
 from protocol.plain import PlainServer
 from protocol.policy import consortium_colluders
 from protocol.server import ServerMachine
@@ -94,11 +94,6 @@ def initial_model(settings: AggregatorSettings) -> np.ndarray:
         )
     result: np.ndarray = model.astype(np.float32)
     return result
-
-
-def model_hash(model: np.ndarray) -> bytes:
-    """What clients recompute from the model they download (bound into the session id)."""
-    return hashlib.sha256(b"secagg/v1/model\x00" + model.astype("<f4").tobytes()).digest()
 
 
 def _deliver(machine: Machine, client: int, msg: AnyClientMessage) -> None:
@@ -189,7 +184,7 @@ class Coordinator:
         #: HE modes (ckks, bfv-masked): rounds done, the model's lineage, who holds the model.
         self.he: he_rounds.HEState | None = None
         if settings.mode in ("ckks", "bfv-masked"):
-            self.he = he_rounds.HEState(0, model_hash(self.model), None)
+            self.he = he_rounds.HEState(0, model_sha256(self.model), None)
         #: A face-FL method's extras, releases and next state (None: plain FedAvg).
         self.methods: MethodRounds | None = None
         if settings.method != "fedavg":
@@ -224,7 +219,7 @@ class Coordinator:
         with self._cond:
             checkpoint = None if self.he else self.store.latest_checkpoint()
             if self.he is not None:  # no model checkpoints: the clients hold the model
-                self.he = he_rounds.load_state(self.store.path.parent, model_hash(self.model))
+                self.he = he_rounds.load_state(self.store.path.parent, model_sha256(self.model))
                 self.round = self.he.round
             if checkpoint is not None:
                 self.round, model = checkpoint
@@ -728,7 +723,7 @@ class Coordinator:
     def _model_hash(self) -> bytes:
         """The model's hash, bound to the method state the RoundStart carries (if any)."""
         state = self.methods.state if self.methods is not None else None
-        return model_digest(self.model.astype("<f4").tobytes(), state)
+        return bound_model_hash(self.model.astype("<f4").tobytes(), state)
 
     def _advance(self, now: float) -> None:
         machine = self.machine
