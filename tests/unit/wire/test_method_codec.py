@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from protocol.errors import InvalidMessage
+from protocol.he_model import model_sha256
 from protocol.messages import RoundStart
 from protocol.method_messages import (
     ClusterRelease,
@@ -152,6 +153,8 @@ def test_the_model_hash_binds_the_state_and_leaves_fedavg_unchanged() -> None:
     model = np.arange(6, dtype="<f4").tobytes()
     classic = hashlib.sha256(b"secagg/v1/model\x00" + model).digest()
     assert bound_model_hash(model, None) == classic
+    # the one model hash: the wire bytes and the array (any float dtype) agree
+    assert model_sha256(model) == model_sha256(np.arange(6, dtype=np.float64)) == classic
     a = MethodState("fedgc", 1, releases=(release(1),))
     b = MethodState("fedgc", 1, releases=(release(2),))
     hashes = {
