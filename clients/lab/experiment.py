@@ -34,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from clients.lab.distributed_dp import DistributedDp, DpOptions
+from clients.lab.distributed_dp import Aggregate, DistributedDp, DpOptions
 from clients.lab.method_hooks import HEAD_M, HEAD_S, METHODS, MethodSettings, private_projector
 from clients.training.data import (
     FaceDataset,
@@ -154,18 +154,6 @@ class RoundReport:
     parity_bound: float | None = None
     plain_step_accuracy: float | None = None  # θ + the plaintext mean of the same updates
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Aggregate:
-    """One round's weighted mean, what it cost, and how far it is from the plaintext mean."""
-
-    mean: np.ndarray
-    plain_mean: np.ndarray
-    crypto_s: float = 0.0
-    bytes_up_per_client: float = 0.0
-    parity_max_abs_error: float | None = None
-    parity_bound: float | None = None
 
 
 def aggregate(
@@ -437,7 +425,7 @@ def run_experiment(
             method.release(k, heads[k], r)
         train_s = time.perf_counter() - start
         if ddp is not None:  # unweighted noisy mean; plain_mean = the same without noise
-            agg = Aggregate(*ddp.aggregate(updates, round_=r, seed=cfg.seed))
+            agg = ddp.aggregate(updates, round_=r, seed=cfg.seed)
         else:
             agg = aggregate(
                 cfg.mode,
