@@ -479,14 +479,14 @@ class HEClientMachine:
             raise _Abort("the aggregate is not over enough contributors, or misses this client")
         try:
             if config.scheme == "ckks":
-                total = he.decrypt(ctx, msg.blobs, config.length)
+                total = he.decrypt(ctx, msg.blobs, config.vector_length)
                 he.check_aggregate(
                     total, clients=contributors, max_abs=config.max_weight * config.clip
                 )
                 weights = float(total[-1])
                 values = total[:-1]
             else:
-                ints = he.decrypt_ints(ctx, msg.blobs, config.length)
+                ints = he.decrypt_ints(ctx, msg.blobs, config.vector_length)
                 he.check_aggregate(
                     ints.astype(np.float64),
                     clients=contributors,
@@ -602,7 +602,7 @@ class HEServerMachine:
             case (HEPhase.KEYS, HEKeyDelivery()) if client == self.config.key_holder:
                 self._keys.on_delivery(msg)
                 assert self._keys.public is not None
-                self._sum = he.CiphertextSum(self._keys.public, length=self.config.length)
+                self._sum = he.CiphertextSum(self._keys.public, length=self.config.vector_length)
             case (HEPhase.KEYS, HEUpload()) if client == self.config.key_holder:
                 self._on_upload(client, msg)  # the holder uploads with its delivery
             case (HEPhase.UPLOAD, HEUpload()):
