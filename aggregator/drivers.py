@@ -35,7 +35,7 @@ from aggregator.method_state import FedAvgRounds, MethodRounds
 from aggregator.settings import AggregatorSettings
 from aggregator.spool import SpooledPayload
 from aggregator.store import Store
-from protocol.config import RoundConfig, minimum_threshold
+from protocol.config import MIN_HONEST, RoundConfig, minimum_threshold
 from protocol.dp_round import round_colluders, round_plan
 from protocol.errors import ProtocolError, WrongPhase
 from protocol.he_messages import (
@@ -46,9 +46,9 @@ from protocol.he_messages import (
     HEMaskedConfig,
     HEUpload,
 )
-from protocol.he_model import sum_digest
+from protocol.he_model import model_sha256, sum_digest
 from protocol.messages import ClientMessage, MaskedInput
-from protocol.method_messages import MethodState, lineage_digest, model_digest
+from protocol.method_messages import MethodState, bound_model_hash, lineage_digest
 from protocol.plain import PlainServer
 from protocol.policy import consortium_colluders
 from protocol.server import ServerMachine
@@ -70,11 +70,6 @@ Methods = MethodRounds | FedAvgRounds
 C = TypeVar("C", bound=AnyConfig)
 M = TypeVar("M")
 H = TypeVar("H", bound="HEServerMachine | HEMaskedServerMachine")
-
-
-def model_hash(model: np.ndarray) -> bytes:
-    """What clients recompute from the model they download (bound into the session id)."""
-    return hashlib.sha256(b"secagg/v1/model\x00" + model.astype("<f4").tobytes()).digest()
 
 
 def round_threshold(s: AggregatorSettings, n: int, roster_size: int) -> int:
@@ -269,7 +264,7 @@ class MaskingDriver(Driver[RoundConfig, "ServerMachine | PlainServer"]):
             degree=s.degree or None,
             nonce=rng.random_bytes(32),
             # The model's hash, bound to the method state the RoundStart carries (if any).
-            model_hash=model_digest(model.astype("<f4").tobytes(), state),
+            model_hash=bound_model_hash(model.astype("<f4").tobytes(), state),
         )
 
     def encode(self, config: RoundConfig) -> bytes:
@@ -321,7 +316,7 @@ class HEDriver(Driver[C, H]):
     """The homomorphic modes' common part (see :mod:`aggregator.he_rounds`): no model step,
     the lineage and the in-sync clients survive instead, in ``he-state.json``."""
 
-    fewest = he_rounds.MIN_COHORT
+    fewest = MIN_HONEST  # k_min: a decrypted mean over fewer is refused
     keeps_late_messages = True  # only the clients hold the model: its sum must reach them
     completed_log = "HE round %d completed: %d contributors"
     aborted_log = "HE round %d aborted: %s"
@@ -334,7 +329,7 @@ class HEDriver(Driver[C, H]):
         initial: np.ndarray,
     ) -> None:
         super().__init__(settings, roster, store)
-        self._initial_hash = model_hash(initial)
+        self._initial_hash = model_sha256(initial)
         #: Rounds done, the model's lineage, who holds the current model.
         self.state = he_rounds.HEState(0, self._initial_hash, None)
 

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Protocol
 
 from aggregator.durable import replace_file
-from protocol.he_messages import MIN_CONTRIBUTORS, HEConfig, HEMaskedConfig
+from protocol.he_messages import HEConfig, HEMaskedConfig
 from protocol.he_model import next_lineage, sum_digest
 from secagg.errors import ParameterError
 
@@ -51,8 +51,6 @@ WIRE_LIMIT = 16 * 1024 * 1024
 WIRE_SLACK = 64 * 1024
 #: The key holder's delivery carries one sealed secret context (≈ 233 KB) per member.
 MAX_COHORT = 64
-#: The smallest cohort an HE round starts with (a decrypted mean over fewer is refused).
-MIN_COHORT = MIN_CONTRIBUTORS
 
 
 def max_dim() -> int:

@@ -21,7 +21,6 @@ is trained or sent, then runs :class:`clients.he_daemon.HEMaskedRound`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -39,7 +38,7 @@ from clients.transport import Transport
 from protocol.client import ClientMachine, ClientPhase
 from protocol.he_messages import HEMaskedStart, HEStart, HEUpload
 from protocol.messages import ClientAbort, MaskedInput, RoundStart, UnmaskRequest
-from protocol.method_messages import ClusterRelease, model_digest
+from protocol.method_messages import ClusterRelease, bound_model_hash
 from protocol.plain import PlainClient
 from protocol.policy import ClientPolicy, mode_of
 from secagg.errors import ParameterError, SecAggError
@@ -60,11 +59,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("secagg.client")
 Trainer = Callable[[np.ndarray, int], LocalUpdate]
 RoundReport = Callable[[dict[str, object]], None]
-
-
-def model_hash(model_bytes: bytes) -> bytes:
-    """Same construction as the aggregator's (sha256 over a label and the float32 bytes)."""
-    return hashlib.sha256(b"secagg/v1/model\x00" + model_bytes).digest()
 
 
 #: What a trainer's ``last`` may add to this client's own metrics file (never sent).
@@ -305,7 +299,7 @@ class Daemon:
         update = self.trainer(model.copy(), config.round)
         self._times["train_s"] += time.perf_counter() - start
         self._info = dict(getattr(self.trainer, "last", None) or {})
-        digest = model_digest(raw, msg.state)  # binds the state the trainer used
+        digest = bound_model_hash(raw, msg.state)  # binds the state the trainer used
         if update.release is not None and not self._send_release(update.release):
             return
         start = time.perf_counter()

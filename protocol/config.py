@@ -110,7 +110,9 @@ class RoundConfig:
         )
 
 
-#: Fewest honest contributors an aggregate may have (distinct organisations), k_min.
+#: k_min: the fewest honest contributors (distinct organisations) an aggregate may hold.
+#: The one name for it: SecAgg's thresholds and survivors, the client policy's
+#: ``min_honest`` default, and the fewest inputs an HE sum clients decrypt may hold.
 MIN_HONEST = 3
 
 

@@ -163,6 +163,18 @@ def harary_graph(n: int, k: int, rng: RandomSource) -> NeighbourGraph:
     return harary_from_order(random_permutation(n, rng), k)
 
 
+def densest_harary_degree(n: int) -> int:
+    """The lab's SecAgg+ degree for n clients: the largest even k ≤ n − 1, at least 2.
+
+    The demos, the experiment and the distributed-DP lab run SecAgg+ on the
+    densest Harary graph that is not complete (k = n − 1 for odd n is the
+    complete graph itself). One formula, so they all run the same graph; the
+    bench's ``secaggplus_graph`` asks FCP's finder instead, and
+    ``secagg_bench.peers.flower_graph`` reproduces Flower's own default.
+    """
+    return max(2, (n - 1) // 2 * 2)
+
+
 def graph_from_seed(n: int, k: int | None, seed: bytes) -> NeighbourGraph:
     """The neighbour graph every party derives from the same public seed.
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from protocol.config import MIN_HONEST
 from protocol.errors import (
     AuthenticationFailed,
     ConflictingMessage,
@@ -46,7 +47,6 @@ from protocol.errors import (
 )
 from protocol.he_messages import (
     HE_SCHEMES,
-    MIN_CONTRIBUTORS,
     HEClientMessage,
     HEConfig,
     HEInbound,
@@ -79,7 +79,6 @@ from secagg.rng import RandomSource
 
 __all__ = [  # the config and messages live in protocol.he_messages; re-exported here
     "HE_SCHEMES",
-    "MIN_CONTRIBUTORS",
     "CeremonyFailed",
     "HEClientMachine",
     "HEClientMessage",
@@ -192,7 +191,7 @@ class KeyCeremonyClient:
         mine = [j for j in msg.joins if j.client == self.client_id]
         if len(mine) != 1 or mine[0].public != pair.public:
             raise CeremonyFailed("join list omits or alters this client's key")
-        if config.key_holder not in ids or len(ids) < min(len(config.clients), MIN_CONTRIBUTORS):
+        if config.key_holder not in ids or len(ids) < min(len(config.clients), MIN_HONEST):
             raise CeremonyFailed("too few clients joined, or the key holder is missing")
         for j in msg.joins:
             public = self._roster.get(j.client)
@@ -293,7 +292,7 @@ class KeyCeremonyServer:
 
         ``among`` keeps only those clients' joins (the hybrid mode: SecAgg's U1).
         """
-        needed = min(len(self.config.clients), MIN_CONTRIBUTORS)
+        needed = min(len(self.config.clients), MIN_HONEST)
         if among is not None:
             self.joins = {c: j for c, j in self.joins.items() if c in among}
         joins = tuple(self.joins[c] for c in sorted(self.joins))
@@ -475,19 +474,19 @@ class HEClientMachine:
         assert config is not None and ctx is not None
         contributors = len(msg.contributors)
         if self.client_id not in msg.contributors or contributors < min(
-            len(config.clients), MIN_CONTRIBUTORS
+            len(config.clients), MIN_HONEST
         ):
             raise _Abort("the aggregate is not over enough contributors, or misses this client")
         try:
             if config.scheme == "ckks":
-                total = he.decrypt(ctx, msg.blobs, config.length)
+                total = he.decrypt(ctx, msg.blobs, config.vector_length)
                 he.check_aggregate(
                     total, clients=contributors, max_abs=config.max_weight * config.clip
                 )
                 weights = float(total[-1])
                 values = total[:-1]
             else:
-                ints = he.decrypt_ints(ctx, msg.blobs, config.length)
+                ints = he.decrypt_ints(ctx, msg.blobs, config.vector_length)
                 he.check_aggregate(
                     ints.astype(np.float64),
                     clients=contributors,
@@ -603,7 +602,7 @@ class HEServerMachine:
             case (HEPhase.KEYS, HEKeyDelivery()) if client == self.config.key_holder:
                 self._keys.on_delivery(msg)
                 assert self._keys.public is not None
-                self._sum = he.CiphertextSum(self._keys.public, length=self.config.length)
+                self._sum = he.CiphertextSum(self._keys.public, length=self.config.vector_length)
             case (HEPhase.KEYS, HEUpload()) if client == self.config.key_holder:
                 self._on_upload(client, msg)  # the holder uploads with its delivery
             case (HEPhase.UPLOAD, HEUpload()):
@@ -657,7 +656,7 @@ class HEServerMachine:
             self.phase = HEPhase.UPLOAD
             return list(self._keys.bundles())
         if self.phase is HEPhase.UPLOAD:
-            needed = min(len(self.config.clients), MIN_CONTRIBUTORS)
+            needed = min(len(self.config.clients), MIN_HONEST)
             if len(self._uploads) < needed or self._sum is None:
                 return self._abort(f"only {len(self._uploads)} uploads, need {needed}")
             self.result_blobs = tuple(self._sum.result())

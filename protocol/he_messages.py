@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
 HEScheme = Literal["ckks", "bfv"]
 HE_SCHEMES: tuple[HEScheme, ...] = ("ckks", "bfv")
-MIN_CONTRIBUTORS = 3  # k_min: an aggregate clients decrypt holds at least this many inputs
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +85,8 @@ class HEConfig:
         return he.CKKS_8192 if self.scheme == "ckks" else he.BFV_8192
 
     @property
-    def length(self) -> int:
-        """Encrypted values per client: the update and its weight."""
+    def vector_length(self) -> int:
+        """Encrypted values per client: the update and its weight (as RoundConfig's)."""
         return self.dim + 1
 
     def canonical(self) -> bytes:

@@ -28,13 +28,21 @@ import numpy as np
 from secagg.encoding import encode
 from secagg.errors import ParameterError
 
-#: Same construction as the SecAgg coordinator's and daemon's model hash.
+#: Domain label of the model hash (every mode: SecAgg, bfv-masked, CKKS's θ₀).
 MODEL_LABEL = b"secagg/v1/model\x00"
 
 
-def model_sha256(model: np.ndarray) -> bytes:
-    """SHA-256 of a float32 model, as the aggregator announces θ₀ and clients check it."""
-    return hashlib.sha256(MODEL_LABEL + np.asarray(model, dtype="<f4").tobytes()).digest()
+def model_sha256(model: np.ndarray | bytes) -> bytes:
+    """The model hash: SHA-256 over a label and the model's float32 little-endian bytes.
+
+    The one construction for every mode (the aggregator announces θ₀'s, a
+    client recomputes it from what it downloaded). ``bytes`` are taken as
+    already float32 LE (the wire form); an array is converted first. A round
+    config with a method state carries
+    :func:`protocol.method_messages.bound_model_hash` instead.
+    """
+    raw = model if isinstance(model, bytes) else np.asarray(model, dtype="<f4").tobytes()
+    return hashlib.sha256(MODEL_LABEL + raw).digest()
 
 
 def sum_digest(blobs: Sequence[bytes]) -> bytes:

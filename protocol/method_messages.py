@@ -12,7 +12,7 @@ party decodes them:
   name and what the previous round produced for it: FedFace's securely
   summed second moment S = Σ_k S_k, or every release of that round.
 
-The state is bound into the round's model hash (:func:`model_digest`; in
+The state is bound into the round's model hash (:func:`bound_model_hash`; in
 CKKS rounds into the announced lineage, :func:`lineage_digest`), so clients
 shown different states (or methods) end up in different sessions and the
 round aborts, exactly as for a different model. Arrays travel as
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from protocol.he_model import model_sha256
 from secagg.encoding import digest, encode, encode_list
 from secagg.errors import ParameterError
 
@@ -200,14 +201,16 @@ class MethodState:
         )
 
 
-def model_digest(model_bytes: bytes, state: MethodState | None) -> bytes:
-    """The model hash a round config carries: the model alone, or bound to the method state.
+def bound_model_hash(model_bytes: bytes, state: MethodState | None) -> bytes:
+    """The model hash a round config carries: the model bound to the method state.
 
-    Without a state it is the classic sha256 over a label and the float32
-    bytes, so FedAvg rounds (and CKKS lineages) are unchanged.
+    Without a state it is the plain model hash
+    (:func:`protocol.he_model.model_sha256`), so FedAvg rounds (and CKKS
+    lineages) are unchanged; with one, a digest over both, so clients shown
+    another state land in another session.
     """
     if state is None:
-        return hashlib.sha256(b"secagg/v1/model\x00" + model_bytes).digest()
+        return model_sha256(model_bytes)
     return digest(
         "secagg/v1/model+method",
         hashlib.sha256(model_bytes).digest(),

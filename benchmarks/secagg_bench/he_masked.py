@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from clients.lab.he_masked_sim import make_he_masked_config, max_error, most_levels, timed_round
+from clients.lab.he_masked_sim import make_he_masked_config, max_error, timed_round
 from secagg import he
 from secagg.errors import ParameterError
 from secagg_bench.he import MAX_WEIGHT, _client_update
@@ -22,7 +22,7 @@ from secagg_bench.he import MAX_WEIGHT, _client_update
 
 def run(clients: int, dim: int, *, seed: int = 0) -> dict[str, Any]:
     """`bench he --scheme bfv --masked`: the real hybrid round, timed per party."""
-    levels = most_levels(clients, MAX_WEIGHT)
+    levels = he.most_bfv_levels(he.BFV_8192, clients=clients, max_weight=MAX_WEIGHT)
     config = make_he_masked_config(clients, dim, levels=levels, max_weight=MAX_WEIGHT, seed=seed)
     rs = np.random.default_rng(seed)
     base = (rs.standard_normal(dim) * 0.05).astype(np.float32)

@@ -50,7 +50,11 @@ class PeerEnv:
 
 
 def flower_graph(clients: int, mode: str) -> tuple[int, int]:
-    """(degree without self, threshold) Flower's workflow uses by default (for estimates)."""
+    """(degree without self, threshold) Flower's workflow uses by default (for estimates).
+
+    This is the peer's formula (about 2·log2 N shares), reproduced to estimate
+    Flower's cost; it is deliberately not ours (:func:`protocol.graph.densest_harary_degree`).
+    """
     if mode == "secagg":
         shares = clients
     else:

@@ -29,6 +29,7 @@ import numpy as np
 
 from clients.lab.cluster import LocalCluster
 from protocol.config import minimum_threshold
+from protocol.graph import densest_harary_degree
 from protocol.simulation import make_config
 from secagg.errors import ParameterError
 from secagg.quantization import Quantizer, required_modulus_bits
@@ -161,7 +162,7 @@ def _free_port() -> int:
 
 def _setup(options: DemoOptions, run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], int]:
     """Aggregator and client settings, and the threshold the round will use."""
-    degree = max(2, (options.clients - 1) // 2 * 2) if options.mode == "secagg+" else None
+    degree = densest_harary_degree(options.clients) if options.mode == "secagg+" else None
     aggregator: dict[str, Any] = {
         "rounds": options.rounds,
         "phase_timeout_s": options.phase_timeout_s,

@@ -25,11 +25,12 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from protocol.config import default_colluders
+from protocol.graph import densest_harary_degree
 from protocol.simulation import make_config, simulate
 from secagg.dp import (
     DdgPlan,
@@ -81,15 +82,20 @@ class DpOptions:
             raise ParameterError("--dp-colluders must be in [0, clients)")
 
 
-class NoisyAggregate(NamedTuple):
-    """Field for field what ``clients.lab.experiment.Aggregate`` takes."""
+@dataclass(frozen=True)
+class Aggregate:
+    """One round's weighted mean, what it cost, and how far it is from the plaintext mean.
+
+    The lab's one aggregate type: the experiment's modes and distributed DP
+    (where ``plain_mean`` is the same mean without noise) both return it.
+    """
 
     mean: np.ndarray
     plain_mean: np.ndarray
-    crypto_s: float
-    bytes_up_per_client: float
-    parity_max_abs_error: float | None
-    parity_bound: float | None
+    crypto_s: float = 0.0
+    bytes_up_per_client: float = 0.0
+    parity_max_abs_error: float | None = None
+    parity_bound: float | None = None
 
 
 def _sum_levels(levels: list[np.ndarray]) -> np.ndarray:
@@ -102,7 +108,7 @@ def _sum_levels(levels: list[np.ndarray]) -> np.ndarray:
 
 def _degree(mode: str, clients: int) -> int | None:
     """The experiment's graph: complete for secagg, a Harary graph for secagg+."""
-    return None if mode != "secagg+" else max(2, (clients - 1) // 2 * 2)
+    return None if mode != "secagg+" else densest_harary_degree(clients)
 
 
 @dataclass
@@ -172,9 +178,7 @@ class DistributedDp:
             "target_epsilon": self.options.epsilon or None,
         }
 
-    def aggregate(
-        self, updates: Mapping[int, np.ndarray], *, round_: int, seed: int
-    ) -> NoisyAggregate:
+    def aggregate(self, updates: Mapping[int, np.ndarray], *, round_: int, seed: int) -> Aggregate:
         """Privatise every update, sum through the mode, charge the round."""
         keys = sorted(updates)
         if any(updates[k].size != self.dim for k in keys):
@@ -226,4 +230,4 @@ class DistributedDp:
             "dp_noise_multiplier": entry.noise_multiplier,
             "dp_client_s": client_s / len(levels),
         }
-        return NoisyAggregate(noisy_sum / survivors, clean, crypto_s, up, parity, bound)
+        return Aggregate(noisy_sum / survivors, clean, crypto_s, up, parity, bound)

@@ -34,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from clients.lab.distributed_dp import DistributedDp, DpOptions
+from clients.lab.distributed_dp import Aggregate, DistributedDp, DpOptions
 from clients.lab.method_hooks import HEAD_M, HEAD_S, METHODS, MethodSettings, private_projector
 from clients.training.data import (
     FaceDataset,
@@ -49,6 +49,7 @@ from clients.training.flatten import flatten, spec_of, unflatten_into
 from clients.training.heads import init_head_from_features, margin_head
 from clients.training.models import build_backbone
 from clients.training.train import TrainConfig, mean_features, resolve_device, train_local
+from protocol.graph import densest_harary_degree
 from protocol.method_messages import server_step
 from protocol.simulation import make_config, simulate
 from secagg.errors import ParameterError
@@ -155,18 +156,6 @@ class RoundReport:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Aggregate:
-    """One round's weighted mean, what it cost, and how far it is from the plaintext mean."""
-
-    mean: np.ndarray
-    plain_mean: np.ndarray
-    crypto_s: float = 0.0
-    bytes_up_per_client: float = 0.0
-    parity_max_abs_error: float | None = None
-    parity_bound: float | None = None
-
-
 def aggregate(
     mode: str,
     updates: Mapping[int, np.ndarray],
@@ -214,7 +203,7 @@ def _masked_mean(
     config = make_config(
         clients=clients,
         dim=next(iter(updates.values())).size,
-        degree=None if mode == "secagg" else max(2, (clients - 1) // 2 * 2),
+        degree=None if mode == "secagg" else densest_harary_degree(clients),
         clip=clip,
         levels=levels,
         max_weight=max(weights.values()),
@@ -279,11 +268,10 @@ def _bfv_masked_mean(
 
     BFV's plain modulus t (about 2^20) must hold Σ w·q(x) without wrapping, so
     weights are divided by their gcd (the mean is unchanged) and the levels
-    are cut to the most that fit (he.check_bfv); the bound is one level.
+    are cut to the most that fit (he.most_bfv_levels); the bound is one level.
     """
     from protocol.he_masked import HEMaskedConfig, run_he_masked_round
     from secagg import he
-    from secagg.errors import OverflowRisk
     from secagg.primitives.signing import signing_key
     from secagg.quantization import Quantizer, quantize
     from secagg.rng import DeterministicRandomSource
@@ -292,13 +280,7 @@ def _bfv_masked_mean(
     common = math.gcd(*(weights[k] for k in updates))
     slot_weights = dict(zip(cohort, (weights[k] // common for k in sorted(updates)), strict=True))
     widest = max(slot_weights.values())
-    fit = levels
-    while fit > 2:
-        try:
-            he.check_bfv(he.BFV_8192, clients=len(cohort), max_abs=(fit - 1) * widest)
-            break
-        except OverflowRisk:
-            fit //= 2
+    fit = he.most_bfv_levels(he.BFV_8192, clients=len(cohort), max_weight=widest, at_most=levels)
     rng = DeterministicRandomSource(f"experiment/bfv-masked/{seed}/{round_}")
     config = HEMaskedConfig(
         round=round_,
@@ -443,7 +425,7 @@ def run_experiment(
             method.release(k, heads[k], r)
         train_s = time.perf_counter() - start
         if ddp is not None:  # unweighted noisy mean; plain_mean = the same without noise
-            agg = Aggregate(*ddp.aggregate(updates, round_=r, seed=cfg.seed))
+            agg = ddp.aggregate(updates, round_=r, seed=cfg.seed)
         else:
             agg = aggregate(
                 cfg.mode,

@@ -20,8 +20,7 @@ import numpy as np
 
 from protocol.he_masked import PHASES, HEMaskedConfig, HEMaskedReport, run_he_masked_round
 from protocol.simulation import make_config
-from secagg import he
-from secagg.errors import OverflowRisk, ParameterError
+from secagg.errors import ParameterError
 from secagg.primitives.signing import SigningKey, signing_key
 from secagg.quantization import Quantizer, quantize
 from secagg.rng import DeterministicRandomSource, uniform_below
@@ -47,17 +46,6 @@ def make_he_masked_config(
         nonce=hashlib.sha256(f"he-masked/nonce/{seed}".encode()).digest(),
         model_hash=hashlib.sha256(f"he-masked/model/{seed}".encode()).digest(),
     )
-
-
-def most_levels(clients: int, max_weight: int) -> int:
-    """Largest power-of-two level count Q with 2·n·(Q − 1)·w_max < t (no wrap, he.check_bfv)."""
-    for bits in range(30, 0, -1):
-        try:
-            he.check_bfv(he.BFV_8192, clients=clients, max_abs=((1 << bits) - 1) * max_weight)
-        except OverflowRisk:
-            continue
-        return 1 << bits
-    raise OverflowRisk("no quantisation fits this cohort under the plain modulus")
 
 
 def pick_drops(

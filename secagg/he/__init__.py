@@ -30,6 +30,7 @@ from secagg.he.params import (
     check_bfv,
     check_ckks,
     ckks_sum_limit,
+    most_bfv_levels,
 )
 from secagg.he.validate import InvalidCiphertext, blob_bounds, check_aggregate, check_blob
 from secagg.he.vectors import (
@@ -72,6 +73,7 @@ __all__ = [
     "load_public",
     "load_secret",
     "make_context",
+    "most_bfv_levels",
     "public_bytes",
     "secret_bytes",
 ]

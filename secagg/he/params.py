@@ -158,6 +158,35 @@ def check_bfv(params: BfvParams, *, clients: int, max_abs: int) -> None:
     _check_bfv_noise(params, clients=clients)
 
 
+def most_bfv_levels(
+    params: BfvParams, *, clients: int, max_weight: int, at_most: int = 1 << 30
+) -> int:
+    """The most quantisation levels Q whose weighted n-client sum BFV holds.
+
+    Q levels weighted by at most ``max_weight`` sum to n·(Q − 1)·w_max, which
+    :func:`check_bfv` must accept (no wrap mod t, noise budget). Tries Q =
+    ``at_most``, ``at_most``/2, … down to 2 (a power of two stays one), the
+    one fitting rule for every caller. Raises :class:`OverflowRisk` when not
+    even Q = 2 fits this cohort.
+    """
+    if isinstance(at_most, bool) or not isinstance(at_most, int) or at_most < 2:
+        raise ParameterError("at_most must be an int of at least 2 levels")
+    if isinstance(max_weight, bool) or not isinstance(max_weight, int) or max_weight < 1:
+        raise ParameterError("max_weight must be a positive int")
+    levels = at_most
+    while levels >= 2:
+        try:
+            check_bfv(params, clients=clients, max_abs=(levels - 1) * max_weight)
+        except OverflowRisk:
+            levels //= 2
+            continue
+        return levels
+    raise OverflowRisk(
+        f"no quantisation fits {clients} clients with weights ≤ {max_weight} under t = "
+        f"{params.plain_modulus}"
+    )
+
+
 def ckks_sum_limit(params: CkksParams, *, clients: int) -> float:
     """Bound on Σ|x| per coordinate that decodes exactly: (q0/2 − n·32)/(√2·Δ)."""
     _check_population(clients)

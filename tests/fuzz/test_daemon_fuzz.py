@@ -30,7 +30,7 @@ from clients.training.synthetic import LocalUpdate
 from protocol.client import ClientMachine
 from protocol.he_messages import AnyClientMessage, HEConfig, HEResult, HEStart
 from protocol.messages import MaskedInput, ServerMessage
-from protocol.method_messages import model_digest
+from protocol.method_messages import bound_model_hash
 from protocol.policy import ClientPolicy
 from protocol.simulation import make_config
 from secagg.rng import DeterministicRandomSource
@@ -72,7 +72,7 @@ def trainer(model: np.ndarray, round_: int) -> LocalUpdate:
 def honest_transcript() -> tuple[Harness, list[pb.ServerMessage]]:
     """Every server message client 1 gets in an honest round, as protos."""
     config = make_config(clients=N, dim=DIM, profile="active", seed=b"fuzz")
-    config = dataclasses.replace(config, model_hash=model_digest(MODEL, None))
+    config = dataclasses.replace(config, model_hash=bound_model_hash(MODEL, None))
     h = Harness(config, seed="fuzz", without_input=[1])
     # Client 1 draws from the seed each fuzzed daemon gets, so the honest messages
     # after its RoundStart (key list, shares, survivors) are the ones it expects.

@@ -44,11 +44,11 @@ from hypothesis import strategies as st
 from aggregator.server import MAX_MESSAGE, SERVICE, AggregatorServer
 from aggregator.servicer import MAX_CHUNK
 from aggregator.settings import AggregatorSettings
-from clients.daemon import model_hash
 from clients.lab.cluster import child_env
 from clients.training.synthetic import exact_levels
 from clients.transport import Transport
 from protocol.client import ClientMachine
+from protocol.he_model import model_sha256
 from protocol.messages import ClientMessage, MaskedInput, RoundStart, ServerMessage
 from protocol.policy import ClientPolicy
 from protocol.session import SHARE_CIPHERTEXT_BYTES
@@ -231,7 +231,7 @@ class HonestCohort:
                     )
                 )
                 levels = exact_levels(c, msg.config.round, DIM, LEVELS)
-                machine.set_levels(levels, weight=1, model_hash=model_hash(raw))
+                machine.set_levels(levels, weight=1, model_hash=model_sha256(raw))
             replies[c] = machine.handle(msg)
         return replies
 

@@ -20,9 +20,9 @@ import pytest
 
 from aggregator.server import AggregatorServer
 from aggregator.settings import AggregatorSettings
-from clients.daemon import model_hash
 from clients.training.synthetic import exact_levels
 from protocol.client import ClientMachine
+from protocol.he_model import model_sha256
 from protocol.messages import ClientMessage, MaskedInput, RoundStart
 from secagg.rng import DeterministicRandomSource
 from secagg_pb.v1 import secagg_pb2 as pb
@@ -100,7 +100,7 @@ def test_upload_memory_is_bounded_by_the_chunk_not_the_payload(server: Aggregato
             if isinstance(msg, RoundStart):
                 raw = coordinator.model_bytes(msg.config.round)
                 levels = exact_levels(c, msg.config.round, DIM, LEVELS)
-                machines[c].set_levels(levels, weight=1, model_hash=model_hash(raw))
+                machines[c].set_levels(levels, weight=1, model_hash=model_sha256(raw))
             replies[c] = machines[c].handle(msg)  # type: ignore[arg-type]
         return replies
 

@@ -95,7 +95,7 @@ def test_the_server_never_holds_a_key_that_decrypts() -> None:
     upload = next(r for r in replies[1] if isinstance(r, HEUpload))
     public = he.load_public(delivery.public_context, config.params)
     with pytest.raises(Exception):  # noqa: B017 - TenSEAL raises its own error type
-        he.decrypt(public, list(upload.blobs), config.length)
+        he.decrypt(public, list(upload.blobs), config.vector_length)
     # What the server relays is sealed to each client: opening it needs that client's key.
     for sealed in delivery.sealed:
         assert b"secret" not in sealed.ciphertext and len(sealed.ciphertext) > 1000
@@ -133,7 +133,7 @@ def test_tampered_or_foreign_uploads_are_rejected_and_not_summed() -> None:
     with pytest.raises((InvalidMessage, AuthenticationFailed)):
         server.receive(2, dataclasses.replace(good, blobs=(bytes(flipped), *good.blobs[1:])))
     other = he.make_context(config.params)  # a foreign key with the same parameters
-    foreign = tuple(he.encrypt(other, np.zeros(config.length)))
+    foreign = tuple(he.encrypt(other, np.zeros(config.vector_length)))
     with pytest.raises((InvalidMessage, AuthenticationFailed)):
         server.receive(3, dataclasses.replace(uploads[3], blobs=foreign))
     assert server.contributors == (1,)

@@ -143,3 +143,51 @@ def test_check_arguments(clients: int, max_abs: float) -> None:
 def test_errors_are_value_errors() -> None:
     assert issubclass(HEParameterError, ValueError)
     assert issubclass(he.InvalidCiphertext, SecAggError)
+
+
+def _old_lab_most_levels(clients: int, max_weight: int) -> int:
+    """clients.lab.he_masked_sim.most_levels before issue 16 (power-of-two bits 30..1)."""
+    for bits in range(30, 0, -1):
+        try:
+            he.check_bfv(he.BFV_8192, clients=clients, max_abs=((1 << bits) - 1) * max_weight)
+        except OverflowRisk:
+            continue
+        return 1 << bits
+    raise OverflowRisk("no quantisation fits this cohort under the plain modulus")
+
+
+def _old_experiment_fit(clients: int, max_weight: int, levels: int) -> int:
+    """clients.lab.experiment's loop before issue 16 (halve from the asked levels)."""
+    fit = levels
+    while fit > 2:
+        try:
+            he.check_bfv(he.BFV_8192, clients=clients, max_abs=(fit - 1) * max_weight)
+            break
+        except OverflowRisk:
+            fit //= 2
+    return fit
+
+
+@pytest.mark.parametrize("clients", [3, 5, 10, 32, 64, 100])
+@pytest.mark.parametrize("max_weight", [1, 7, 100])
+def test_most_bfv_levels_gives_what_both_old_fittings_gave(clients: int, max_weight: int) -> None:
+    """One rule replaces the lab's bit search and the experiment's halving: same levels."""
+    fit = he.most_bfv_levels(he.BFV_8192, clients=clients, max_weight=max_weight)
+    assert fit == _old_lab_most_levels(clients, max_weight)
+    he.check_bfv(he.BFV_8192, clients=clients, max_abs=(fit - 1) * max_weight)
+    with pytest.raises(OverflowRisk):  # the next power of two would not fit
+        he.check_bfv(he.BFV_8192, clients=clients, max_abs=(2 * fit - 1) * max_weight)
+    for asked in (16, 1 << 10, 1 << 16):
+        assert he.most_bfv_levels(
+            he.BFV_8192, clients=clients, max_weight=max_weight, at_most=asked
+        ) == _old_experiment_fit(clients, max_weight, asked)
+
+
+def test_most_bfv_levels_refuses_when_nothing_fits() -> None:
+    t = he.BFV_8192.plain_modulus
+    with pytest.raises(OverflowRisk, match="no quantisation fits"):
+        he.most_bfv_levels(he.BFV_8192, clients=4, max_weight=t)
+    with pytest.raises(ParameterError):
+        he.most_bfv_levels(he.BFV_8192, clients=4, max_weight=1, at_most=1)
+    with pytest.raises(ParameterError):
+        he.most_bfv_levels(he.BFV_8192, clients=4, max_weight=0)

@@ -18,6 +18,7 @@ from protocol.graph import (
     GRAPH_SEED_LABEL,
     NeighbourGraph,
     complete_graph,
+    densest_harary_degree,
     graph_from_seed,
     harary_from_order,
     harary_graph,
@@ -239,3 +240,11 @@ def test_irregular_graph_has_no_degree() -> None:
         _ = path.degree
     with pytest.raises(ParameterError):
         path.holders(3)
+
+
+@pytest.mark.parametrize(("n", "k"), [(3, 2), (4, 2), (5, 4), (10, 8), (11, 10), (100, 98)])
+def test_densest_harary_degree_is_the_largest_even_degree_below_n(n: int, k: int) -> None:
+    assert densest_harary_degree(n) == k
+    graph = graph_from_seed(n, k, b"seed")
+    assert graph.degree == k
+    assert graph.is_complete == (k == n - 1)  # odd n: the densest ring is complete

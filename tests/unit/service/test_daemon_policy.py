@@ -24,7 +24,7 @@ from protocol.config import RoundConfig
 from protocol.he_messages import AnyClientMessage, HEConfig, HEStart
 from protocol.he_model import model_sha256
 from protocol.messages import AdvertiseKeys, ClientAbort, MaskedInput, RoundStart
-from protocol.method_messages import model_digest
+from protocol.method_messages import bound_model_hash
 from protocol.policy import ClientPolicy
 from protocol.simulation import make_config
 from secagg.errors import ParameterError
@@ -97,7 +97,7 @@ def daemon(
 
 def round_config(**changes: object) -> RoundConfig:
     base = make_config(clients=N, dim=DIM, profile="active", seed=b"daemon-policy")
-    base = dataclasses.replace(base, model_hash=model_digest(MODEL, None))
+    base = dataclasses.replace(base, model_hash=bound_model_hash(MODEL, None))
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 

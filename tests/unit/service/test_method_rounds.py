@@ -31,7 +31,7 @@ from clients.training.synthetic import LocalUpdate
 from protocol.errors import ConflictingMessage, InvalidMessage, UnknownClient, WrongPhase
 from protocol.he_messages import AnyClientMessage
 from protocol.messages import RoundStart
-from protocol.method_messages import ClusterRelease, MethodState, model_digest, server_step
+from protocol.method_messages import ClusterRelease, MethodState, bound_model_hash, server_step
 from protocol.policy import ClientPolicy
 from secagg.errors import ParameterError
 from secagg.rng import DeterministicRandomSource
@@ -201,10 +201,10 @@ def test_the_state_is_bound_into_the_model_hash(tmp_path: Path) -> None:
     _, _, start, _ = coordinator.poll(1, 0, 0, 0.0)
     assert isinstance(start, RoundStart) and start.state == MethodState("fedgc", 0)
     model = coordinator.model_bytes(0)
-    assert start.config.model_hash == model_digest(model, start.state)
+    assert start.config.model_hash == bound_model_hash(model, start.state)
     other = dataclasses.replace(start.state, releases=(release_of(2, 0),))
-    assert model_digest(model, other) != start.config.model_hash  # another state: abort
-    assert model_digest(model, None) != start.config.model_hash
+    assert bound_model_hash(model, other) != start.config.model_hash  # another state: abort
+    assert bound_model_hash(model, None) != start.config.model_hash
 
 
 def started(tmp_path: Path, method: str = "fedgc") -> Coordinator:

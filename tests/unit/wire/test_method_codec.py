@@ -16,13 +16,14 @@ import numpy as np
 import pytest
 
 from protocol.errors import InvalidMessage
+from protocol.he_model import model_sha256
 from protocol.messages import RoundStart
 from protocol.method_messages import (
     ClusterRelease,
     MethodState,
+    bound_model_hash,
     check_method,
     extra_dim,
-    model_digest,
 )
 from protocol.request_auth import body_digest, phase_of
 from protocol.simulation import make_config
@@ -152,15 +153,17 @@ def test_the_request_signature_covers_every_field_of_a_release() -> None:
 def test_the_model_hash_binds_the_state_and_leaves_fedavg_unchanged() -> None:
     model = np.arange(6, dtype="<f4").tobytes()
     classic = hashlib.sha256(b"secagg/v1/model\x00" + model).digest()
-    assert model_digest(model, None) == classic
+    assert bound_model_hash(model, None) == classic
+    # the one model hash: the wire bytes and the array (any float dtype) agree
+    assert model_sha256(model) == model_sha256(np.arange(6, dtype=np.float64)) == classic
     a = MethodState("fedgc", 1, releases=(release(1),))
     b = MethodState("fedgc", 1, releases=(release(2),))
     hashes = {
-        model_digest(model, a),
-        model_digest(model, b),
-        model_digest(model, MethodState("privacyface", 1, releases=(release(1),))),
-        model_digest(model, MethodState("fedgc", 2, releases=(release(1),))),
-        model_digest(model[:-4] + b"\x00" * 4, a),
+        bound_model_hash(model, a),
+        bound_model_hash(model, b),
+        bound_model_hash(model, MethodState("privacyface", 1, releases=(release(1),))),
+        bound_model_hash(model, MethodState("fedgc", 2, releases=(release(1),))),
+        bound_model_hash(model[:-4] + b"\x00" * 4, a),
         classic,
     }
     assert len(hashes) == 6
