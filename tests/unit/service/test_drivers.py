@@ -28,9 +28,10 @@ from aggregator.drivers import (
 from aggregator.method_state import FedAvgRounds, MethodRounds, method_rounds
 from aggregator.settings import AggregatorSettings
 from aggregator.store import Store
+from protocol.config import MIN_HONEST
 from protocol.errors import WrongPhase
 from protocol.messages import RoundStart
-from protocol.method_messages import model_digest
+from protocol.method_messages import bound_model_hash
 from secagg.rng import DeterministicRandomSource
 
 DIM = 6
@@ -63,7 +64,7 @@ def test_a_masked_config_announces_the_model_and_the_method_state(tmp_path: Path
     driver = make(tmp_path, "secagg", profile="semi-honest")
     model = np.arange(DIM, dtype=np.float32)
     config = driver.config(0, (1, 2, 3), DeterministicRandomSource(b"n"), model, None)
-    assert config.model_hash == model_digest(model.astype("<f4").tobytes(), None)
+    assert config.model_hash == bound_model_hash(model.astype("<f4").tobytes(), None)
     assert config.nonce == DeterministicRandomSource(b"n").random_bytes(32)
 
 
@@ -75,7 +76,7 @@ def test_an_he_cohort_is_drawn_from_the_clients_holding_the_model(tmp_path: Path
     assert driver.cohort([1, 2, 3, 5], [1, 2, 3, 4, 5], 5) == ([2, 3, 5], [2, 3, 5], 3)
     masking = make(tmp_path / "m", "secagg")
     assert masking.cohort([1, 3], [1, 2, 3], 3) == ([1, 3], [1, 2, 3], 3)
-    assert (masking.fewest, driver.fewest) == (2, he_rounds.MIN_COHORT)
+    assert (masking.fewest, driver.fewest) == (2, MIN_HONEST)
     assert not masking.keeps_late_messages and driver.keeps_late_messages
 
 
