@@ -6,7 +6,7 @@ payloads). After each round, every row of each client's private CosFace head
 is searched for in what was sent, as float32 and float64. A leaky trainer that
 appends its head to the update is caught by the same search in the plain
 profile, so the check can fail. (The in-memory methods are checked in
-tests/unit/training.)
+tests/unit/clients/training.)
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from aggregator.store import Store
-from tests.unit.service.test_method_rounds import coordinator_for, started
+from tests.unit.aggregator.test_method_rounds import coordinator_for, started
 
 
 def test_a_replayed_round_times_itself_from_its_first_start(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from clients.lab.audit.server_attacks import CATALOGUE
 from secagg.cli import main
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[5] / "examples"
 CLASSES = {
     "1 profile downgrade",
     "2 HE mode downgrade",

@@ -7,8 +7,7 @@ import pytest
 
 from secagg import he
 from secagg.errors import HEParameterError, OverflowRisk, ParameterError
-
-from .conftest import Keys, make_keys
+from tests.unit.conftest import Keys, make_keys
 
 DIM = 4096
 

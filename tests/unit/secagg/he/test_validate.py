@@ -10,8 +10,7 @@ import pytest
 
 from secagg import he
 from secagg.he import _native
-
-from .conftest import Keys, make_keys
+from tests.unit.conftest import Keys, make_keys
 
 D = 8192
 X = np.linspace(-1, 1, D)

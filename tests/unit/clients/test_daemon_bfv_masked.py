@@ -21,7 +21,7 @@ from protocol.messages import AdvertiseKeys, ClientAbort
 from protocol.policy import ClientPolicy
 from secagg_pb import codec
 from secagg_pb.v1 import secagg_pb2 as pb
-from tests.unit.service.test_daemon_policy import (
+from tests.unit.clients.test_daemon_policy import (
     DIM,
     MODEL,
     N,

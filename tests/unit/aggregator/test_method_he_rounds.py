@@ -35,7 +35,7 @@ from secagg.primitives.signing import SigningKey, signing_key
 from secagg.rng import DeterministicRandomSource
 from secagg_pb import codec
 from secagg_pb.v1 import secagg_pb2 as pb
-from tests.unit.service.test_method_rounds import DIM, Direct, Stand, release_of
+from tests.unit.aggregator.test_method_rounds import DIM, Direct, Stand, release_of
 
 D = 2  # the stand-ins' embedding dimension (FedFace appends D² values)
 CLIENTS = (1, 2, 3)

@@ -22,8 +22,8 @@ from protocol.messages import AdvertiseKeys, MaskedInput
 from protocol.policy import ClientPolicy
 from secagg.dp.accounting import ddg_epsilon, ddg_round
 from secagg.rng import DeterministicRandomSource
-from tests.unit.service.test_daemon_policy import DIM, N, Scripted, aborts, round_config, signing
-from tests.unit.service.test_daemon_policy import start as start_reply
+from tests.unit.clients.test_daemon_policy import DIM, N, Scripted, aborts, round_config, signing
+from tests.unit.clients.test_daemon_policy import start as start_reply
 
 COLLUDERS = 2  # the policy's n_C for a roster of 7
 

@@ -1,4 +1,4 @@
-"""Contexts shared by the HE tests (key generation takes 10–30 ms each)."""
+"""Fixtures shared by the unit tests: HE contexts (key generation takes 10–30 ms each)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 PACKAGES = ["secagg", "protocol", "aggregator", "clients"]
 BANNED_IN_SECAGG = {"torch", "grpc", "sqlite3", "time", "random", "numpy.random", "tenseal"}
 

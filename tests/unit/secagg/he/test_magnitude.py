@@ -15,8 +15,7 @@ import pytest
 
 from secagg import he
 from secagg.errors import OverflowRisk
-
-from .conftest import Keys
+from tests.unit.conftest import Keys
 
 N = 8192
 CLIENTS = 4

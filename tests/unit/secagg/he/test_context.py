@@ -8,8 +8,7 @@ import pytest
 from secagg import he
 from secagg.errors import HEParameterError
 from secagg.he import _native
-
-from .conftest import Keys
+from tests.unit.conftest import Keys
 
 PROFILES = [he.CKKS_8192, he.CKKS_8192_COMPACT, he.BFV_8192]
 

@@ -11,7 +11,7 @@ import pytest
 
 @pytest.mark.slow
 def test_throughput_script_reports_images_per_second() -> None:
-    path = Path(__file__).resolve().parents[3] / "benchmarks" / "train_throughput.py"
+    path = Path(__file__).resolve().parents[4] / "benchmarks" / "train_throughput.py"
     spec = importlib.util.spec_from_file_location("train_throughput", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

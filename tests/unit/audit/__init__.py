@@ -1,1 +1,0 @@
-"""Tests of the gradient-inversion audit (aggregator/audit)."""
