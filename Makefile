@@ -11,8 +11,13 @@ LOCK := requirements/lock.txt
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/secagg_pb/v1/*.proto)
 PIP_TOOLS := pip-tools==7.7.0
+# The peer systems we compare against (Flower SecAgg+, NVIDIA FLARE HE; benchmarks/peers/)
+# live in their own venv, hash-pinned in requirements/peers.txt: `make peers`.
+PEERS_VENV ?= .peers-venv
+PEERS_LOCK := requirements/peers.txt
+PEERS_STAMP := $(PEERS_VENV)/.installed
 
-.PHONY: demo test test-fast bench lint proto proto-check venv lock clean
+.PHONY: demo test test-fast bench lint proto proto-check venv lock peers peers-lock clean
 
 venv: $(STAMP)
 
@@ -33,6 +38,25 @@ lock: $(STAMP)
 		--extra dev --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \
 		--constraint requirements/constraints.txt --upgrade --output-file $(LOCK) pyproject.toml
 	$(BIN)/python -m pip install -q --require-hashes --no-deps -r $(LOCK)
+
+# The peers' own venv (flwr 1.42.0, nvflare 2.9.0, tenseal 0.3.18 and their dependencies,
+# the versions of benchmarks/peers/results/); `secagg bench suite --peers` and
+# benchmarks/peers/compare_flower.sh use $(PEERS_VENV)/bin/python.
+peers: $(PEERS_STAMP)
+
+$(PEERS_STAMP): $(PEERS_LOCK)
+	@test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q --require-hashes --no-deps -r $(PEERS_LOCK)
+	$(PEERS_VENV)/bin/python -m pip check
+	@touch $@
+
+# Re-resolve requirements/peers.txt from requirements/peers.in, held at the recorded versions.
+peers-lock: $(STAMP)
+	$(BIN)/python -m pip install -q $(PIP_TOOLS)
+	CUSTOM_COMPILE_COMMAND="make peers-lock" $(BIN)/pip-compile --quiet --generate-hashes \
+		--strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \
+		--constraint benchmarks/peers/results/pip-freeze-peer-flwr.txt \
+		--output-file $(PEERS_LOCK) requirements/peers.in
 
 demo: $(STAMP)
 	$(BIN)/secagg demo
@@ -62,4 +86,4 @@ proto-check: proto
 	git diff --exit-code -- proto/
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .benchmarks .import_linter_cache .grimp_cache
+	rm -rf $(VENV) $(PEERS_VENV) .pytest_cache .mypy_cache .ruff_cache .benchmarks .import_linter_cache .grimp_cache

@@ -205,8 +205,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--dropout", type=float, default=0.1, help="fraction silent after key sharing"
     )
     suite.add_argument("--peers", action="store_true", help="add Flower and NVIDIA FLARE rows")
-    suite.add_argument("--peers-python", default=str(DEFAULT_PEERS_PYTHON))
-    suite.add_argument("--peers-dir", default=str(DEFAULT_PEERS_DIR))
+    suite.add_argument(
+        "--peers-python",
+        default=str(DEFAULT_PEERS_PYTHON),
+        help="the peers' interpreter (default: the venv `make peers` builds)",
+    )
+    suite.add_argument(
+        "--peers-dir", default=str(DEFAULT_PEERS_DIR), help="the peer harnesses' folder"
+    )
     suite.add_argument(
         "--peers-max-dim", type=float, default=1e6, help="largest D the peers run at"
     )

@@ -1,6 +1,6 @@
 """`secagg bench he`: the cost of one HE-mode round, to set beside NVIDIA FLARE's HE path.
 
-Same data and weighting as ``../shared/peers/nvflare_he_bench.py`` (float32
+Same data and weighting as ``benchmarks/peers/nvflare_he_bench.py`` (float32
 updates ``base + shift(client)``, base ~ N(0, 0.05²), weights = local steps in
 [10, 100]), so ``max_abs_error`` compares directly. Each client uploads
 ``[w_k·x_k, w_k]`` (D + 1 values): the aggregator learns neither the weights

@@ -1,7 +1,8 @@
 """Peer rows for `secagg bench suite --peers`: Flower SecAgg+ and NVIDIA FLARE HE.
 
-The harnesses live in ``../shared/peers/`` and need their own virtual
-environment (flwr, nvflare); we run them as subprocesses, one per cell, and
+The harnesses live in ``benchmarks/peers/`` and need their own virtual
+environment (flwr, nvflare, tenseal; ``make peers`` builds ``.peers-venv``
+from requirements/peers.txt); we run them as subprocesses, one per cell, and
 translate their JSON line into a suite row. Mapping: our ``secagg`` mode
 against Flower's complete graph, ``secagg+`` against Flower's sparse graph
 (its own degree, about 2·log2 N), ``ckks`` against NVIDIA FLARE's HE path.
@@ -17,9 +18,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-#: Where ``../shared/peers/`` lies relative to this file (repo root's sibling).
-DEFAULT_PEERS_DIR = Path(__file__).resolve().parents[2] / "shared" / "peers"
-DEFAULT_PEERS_PYTHON = Path("/tmp/peers-venv/bin/python")
+#: The harnesses' folder and the venv `make peers` builds, both relative to a checkout.
+PEERS_SUBDIR = Path("benchmarks") / "peers"
+PEERS_VENV = Path(".peers-venv")
+
+
+def checkout_root(cwd: Path | None = None) -> Path:
+    """The checkout the harnesses belong to.
+
+    This file's own checkout when secagg_bench is installed editable (``make
+    venv``); otherwise (a wheel in site-packages) the working directory, as
+    `make` and the CLI are run from the repo root.
+    """
+    here = Path(__file__).resolve().parents[2]
+    if (here / PEERS_SUBDIR).is_dir():
+        return here
+    return (cwd or Path.cwd()).resolve()
+
+
+DEFAULT_PEERS_DIR = checkout_root() / PEERS_SUBDIR
+DEFAULT_PEERS_PYTHON = checkout_root() / PEERS_VENV / "bin" / "python"
 
 #: Our mode → (peer system, harness script, extra arguments).
 PEER_OF_MODE: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -43,8 +61,8 @@ class PeerEnv:
             return f"peer harnesses not found at {self.scripts}"
         if not (self.python.is_file() and os.access(self.python, os.X_OK)):
             return (
-                f"peer environment absent ({self.python} not found; "
-                f"see {self.scripts / 'README.md'})"
+                f"peer environment absent ({self.python} not found): run `make peers` "
+                "to build it, or pass --peers-python"
             )
         return None
 

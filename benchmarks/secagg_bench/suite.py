@@ -246,7 +246,7 @@ def _estimate(cell: Cell, options: SuiteOptions) -> Estimate:
 
 
 def _estimate_peer(cell: Cell, options: SuiteOptions) -> Estimate:
-    """The peers' costs, fitted to ../shared/peers/results/ and docs/bench-suite/ under load."""
+    """The peers' costs, fitted to benchmarks/peers/results/ and docs/bench-suite/ under load."""
     n, d = cell.clients, cell.dim
     if cell.system == "flower":
         k, t = bench_peers.flower_graph(n, cell.mode)

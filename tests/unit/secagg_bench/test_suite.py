@@ -156,7 +156,28 @@ def test_peers_absent_are_skipped_with_the_reason(tmp_path: Path) -> None:
     peers = [r for r in doc["rows"] if r["system"] != "secagg"]
     assert {(r["system"], r["mode"]) for r in peers} == {("flower", "secagg+"), ("nvflare", "ckks")}
     assert all(r["status"] == "skipped" and "peer environment absent" in r["reason"] for r in peers)
+    assert all("run `make peers`" in r["reason"] for r in peers)
     assert all(r["status"] == "ok" for r in doc["rows"] if r["system"] == "secagg")
+
+
+def test_peers_default_to_the_checkout() -> None:
+    """The harnesses ship in the repo; the venv is the one `make peers` builds beside them."""
+    root = bench_peers.checkout_root()
+    assert bench_peers.DEFAULT_PEERS_DIR == root / "benchmarks" / "peers"
+    assert bench_peers.DEFAULT_PEERS_PYTHON == root / ".peers-venv" / "bin" / "python"
+    for _, script, _ in bench_peers.PEER_OF_MODE.values():
+        assert (bench_peers.DEFAULT_PEERS_DIR / script).is_file()
+    assert "make peers" in (root / "Makefile").read_text()
+
+
+def test_checkout_root_falls_back_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installed as a wheel (no benchmarks/peers beside the package) it looks where it runs."""
+    site = tmp_path / "site-packages" / "secagg_bench"
+    site.mkdir(parents=True)
+    monkeypatch.setattr(bench_peers, "__file__", str(site / "peers.py"))
+    assert bench_peers.checkout_root(tmp_path / "repo") == (tmp_path / "repo").resolve()
 
 
 def _fake_harness(folder: Path, body: str) -> Path:
@@ -230,3 +251,22 @@ def test_bench_mask_run_keeps_its_output_and_measure_adds_the_server_total() -> 
     plain = bench_mask.run(**kwargs)
     assert set(full) - set(plain) == set(bench_mask.EXTRA_KEYS)
     assert full["server_total_s"] >= full["server_unmask_s"] > 0
+
+
+_PEER_VENV = bench_peers.PeerEnv(bench_peers.DEFAULT_PEERS_PYTHON, bench_peers.DEFAULT_PEERS_DIR)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_PEER_VENV.missing is not None, reason=f"{_PEER_VENV.missing}")
+def test_real_peer_cell_runs_beside_ours(tmp_path: Path) -> None:
+    """One tiny Flower SecAgg+ cell in the `make peers` venv, through the suite."""
+    options = bench_suite.SuiteOptions(
+        out=tmp_path, clients=(5,), dims=(1000,), modes=("secagg+",), peers=True, calibrate_s=0
+    )
+    doc = bench_suite.run(options, progress=lambda _: None)
+    flower = next(r for r in doc["rows"] if r["system"] == "flower")
+    assert flower["status"] == "ok", flower["reason"]
+    assert flower["raw"]["version"] == "1.42.0" and flower["raw"]["d"] == 1000
+    assert flower["client_s"] > 0 and flower["server_s"] > 0
+    assert flower["bytes_up_per_client"] > 4 * 1000  # Flower uploads int64 words, more than fp32
+    assert flower["max_abs_error"] < 1e-3
