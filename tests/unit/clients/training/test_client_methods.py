@@ -70,7 +70,9 @@ def test_fedface_appends_its_noisy_second_moment_divided_by_its_weight() -> None
     s_k = second_moment(rows_of(head)).numpy().reshape(-1)
     residual = extra * update.weight - s_k
     assert ledger.sigma == pytest.approx(sigma_for_budget(16.0, 1e-5, releases=10, mechanisms=1))
-    assert 0.8 * ledger.sigma < np.std(residual) < 1.2 * ledger.sigma
+    # 64 Gaussian samples: (63·s²/σ²) ~ χ²₆₃, so s/σ lies in [0.6, 1.45] but with
+    # probability < 1e-6 (±20% failed about one run in thirty: the noise is fresh).
+    assert 0.6 * ledger.sigma < np.std(residual) < 1.45 * ledger.sigma
     assert ledger.spent.releases == 1 and t.last["fedface_epsilon"] > 0
 
 
