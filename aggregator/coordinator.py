@@ -39,6 +39,7 @@ from aggregator.ratelimit import RateLimited
 from aggregator.settings import AggregatorSettings
 from aggregator.spool import SpooledPayload
 from aggregator.store import Store, StoreError
+from protocol.build import make_config
 from protocol.config import RoundConfig, minimum_threshold
 from protocol.dp_round import round_colluders, round_plan
 from protocol.errors import AuthenticationFailed, ProtocolError, UnknownClient, WrongPhase
@@ -59,7 +60,6 @@ from protocol.method_messages import ClusterRelease, lineage_digest, model_diges
 from protocol.plain import PlainServer
 from protocol.policy import consortium_colluders
 from protocol.server import ServerMachine
-from protocol.simulation import make_config
 from secagg.errors import ParameterError
 from secagg.rng import RandomSource, SystemRandomSource
 from secagg_pb import codec

@@ -15,6 +15,7 @@ import math
 import numpy as np
 import pytest
 
+from protocol.build import make_config
 from protocol.errors import InvalidMessage
 from protocol.messages import RoundStart
 from protocol.method_messages import (
@@ -25,7 +26,6 @@ from protocol.method_messages import (
     model_digest,
 )
 from protocol.request_auth import body_digest, phase_of
-from protocol.simulation import make_config
 from secagg.errors import ParameterError
 from secagg_pb import codec
 from secagg_pb.v1 import secagg_pb2 as pb
