@@ -39,6 +39,8 @@ ModeConfig = RoundConfig | HEConfig | HEMaskedConfig
 ClientFactory = Callable[..., Any]
 #: server(config, roster=) → a server machine.
 ServerFactory = Callable[..., Any]
+#: run(entry, config, inputs) → a protocol.runner.RoundReport: the mode's in-memory round.
+RoundRunner = Callable[..., Any]
 
 #: The hosts that read the registry, by tag (see :func:`names`).
 HOSTS = ("simulate", "experiment", "demo", "dp", "service", "bench-round", "suite")
@@ -77,6 +79,8 @@ class Mode:
     builder: Callable[..., ModeConfig]
     client: ClientFactory
     server: ServerFactory
+    #: The in-memory round (an adapter in :mod:`protocol.runner` around the mode's own runner).
+    run: RoundRunner
     wire: Wire
     hosts: frozenset[str]
     #: Phases a client can drop at in the in-memory runner, in order.
@@ -208,6 +212,30 @@ def _he_masked_server(config: HEMaskedConfig, *, roster: Mapping[int, bytes]) ->
     return HEMaskedServerMachine(config, roster=roster)
 
 
+def _run_secagg(entry: Mode, config: RoundConfig, inputs: Any) -> Any:
+    from protocol.runner import run_secagg
+
+    return run_secagg(entry, config, inputs)
+
+
+def _run_plain(entry: Mode, config: RoundConfig, inputs: Any) -> Any:
+    from protocol.runner import run_plain
+
+    return run_plain(entry, config, inputs)
+
+
+def _run_he(entry: Mode, config: HEConfig, inputs: Any) -> Any:
+    from protocol.runner import run_he
+
+    return run_he(entry, config, inputs)
+
+
+def _run_he_masked(entry: Mode, config: HEMaskedConfig, inputs: Any) -> Any:
+    from protocol.runner import run_he_masked
+
+    return run_he_masked(entry, config, inputs)
+
+
 _SECAGG_PHASES = ("advertise", "graph", "share", "masked", "consistency", "unmask")
 _SECAGG_WIRE = Wire(start="RoundStart", config="RoundConfig", upload="MaskedInput")
 _HE_WIRE = Wire(start="HEStart", config="HEConfig", upload="HEUpload")
@@ -221,6 +249,7 @@ REGISTRY: tuple[Mode, ...] = (
         builder=_plain_config,
         client=_plain_client,
         server=_plain_server,
+        run=_run_plain,
         wire=_SECAGG_WIRE,
         hosts=_ALL_LAB | {"demo", "dp"},
         drop_phases=("masked",),
@@ -233,6 +262,7 @@ REGISTRY: tuple[Mode, ...] = (
         builder=_secagg_config,
         client=_secagg_client,
         server=_secagg_server,
+        run=_run_secagg,
         wire=_SECAGG_WIRE,
         hosts=_ALL_LAB | {"demo", "dp", "service"},
         drop_phases=_SECAGG_PHASES,
@@ -245,6 +275,7 @@ REGISTRY: tuple[Mode, ...] = (
         builder=_secaggplus_config,
         client=_secagg_client,
         server=_secagg_server,
+        run=_run_secagg,
         wire=_SECAGG_WIRE,
         hosts=_ALL_LAB | {"demo", "dp"},
         drop_phases=_SECAGG_PHASES,
@@ -257,6 +288,7 @@ REGISTRY: tuple[Mode, ...] = (
         builder=_ckks_config,
         client=_he_client,
         server=_he_server,
+        run=_run_he,
         wire=_HE_WIRE,
         hosts=_ALL_LAB | {"service"},
         drop_phases=("join", "upload"),
@@ -269,6 +301,7 @@ REGISTRY: tuple[Mode, ...] = (
         builder=_bfv_config,
         client=_he_client,
         server=_he_server,
+        run=_run_he,
         wire=_HE_WIRE,
         hosts=frozenset({"simulate"}),
         drop_phases=("join", "upload"),
@@ -281,6 +314,7 @@ REGISTRY: tuple[Mode, ...] = (
         builder=build.he_masked_config,
         client=_he_masked_client,
         server=_he_masked_server,
+        run=_run_he_masked,
         wire=Wire(start="HEMaskedStart", config="HEMaskedConfig", upload="MaskedInput"),
         hosts=_ALL_LAB | {"service"},
         drop_phases=("advertise", "share", "masked", "consistency", "unmask"),

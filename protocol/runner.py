@@ -66,6 +66,52 @@ class RoundReport:
     detail: Any = None
 
 
+@dataclass(frozen=True)
+class RoundInputs:
+    """Everything a round's host supplies besides the config (see :func:`run_round`)."""
+
+    levels: Mapping[int, np.ndarray] | None = None
+    vectors: Mapping[int, np.ndarray] | None = None
+    weights: Mapping[int, int] | None = None
+    drops: Drops | None = None
+    seed: int | bytes = 0
+    rng: RandomSource | None = None
+    roster_keys: Mapping[int, SigningKey] | None = None
+    policy: ClientPolicy | None = None
+    clock: Clock | None = None
+    tap: Callable[[int, Any], None] | None = None
+
+    def source(self) -> RandomSource:
+        """``rng``, else a deterministic source from ``seed``."""
+        if self.rng is not None:
+            return self.rng
+        seed = self.seed
+        return DeterministicRandomSource(
+            seed if isinstance(seed, bytes) else seed.to_bytes(8, "little")
+        )
+
+    def weights_for(self, clients: Sequence[int]) -> Mapping[int, int]:
+        """``weights``, else 1 each."""
+        return self.weights or {c: 1 for c in clients}
+
+    def keys_for(self, clients: Sequence[int], rng: RandomSource) -> Mapping[int, SigningKey]:
+        """``roster_keys``, else one signing key per client drawn from ``rng``, in order."""
+        return self.roster_keys or {c: signing_key(rng) for c in clients}
+
+    def client_drops(self, entry: Mode) -> dict[str, list[int]]:
+        """The clients that drop per phase (for the runners that take clients, not counts)."""
+        out: dict[str, list[int]] = {}
+        for phase, who in (self.drops or {}).items():
+            if phase not in entry.drop_phases:
+                raise ParameterError(
+                    f"{entry.name} drops at one of {entry.drop_phases}, not {phase!r}"
+                )
+            if isinstance(who, int):
+                raise ParameterError(f"{entry.name} takes the clients that drop, not a count")
+            out[phase] = [int(c) for c in who]
+        return out
+
+
 def run_round(
     name: str | Mode | None,
     config: ModeConfig,
@@ -86,6 +132,7 @@ def run_round(
     Inputs are integer ``levels`` or float ``vectors`` as the mode takes them
     (the SecAgg runner takes either and draws random levels when given none;
     CKKS/BFV take vectors; bfv-masked takes levels). ``weights`` default to 1.
+    The registry entry's ``run`` does the round (:class:`protocol.modes.Mode`).
     """
     entry = mode_of_config(config) if name is None else mode(name)
     if not isinstance(config, entry.config_type):
@@ -93,68 +140,36 @@ def run_round(
             f"mode {entry.name!r} runs a {entry.config_type.__name__}, "
             f"not a {type(config).__name__}"
         )
-    if entry.name in ("secagg", "secagg+"):
-        assert isinstance(config, RoundConfig)
-        return _secagg(entry, config, levels, vectors, weights, drops, seed, policy, clock, tap)
-    source = rng or DeterministicRandomSource(
-        seed if isinstance(seed, bytes) else seed.to_bytes(8, "little")
+    inputs = RoundInputs(
+        levels, vectors, weights, drops, seed, rng, roster_keys, policy, clock, tap
     )
-    weights = weights or {c: 1 for c in config.clients}
-    plan = _client_drops(entry, drops)
-    if entry.name == "plain":
-        assert isinstance(config, RoundConfig)
-        return run_plain_round(
-            config, levels=levels, vectors=vectors, weights=weights, drops=plan, policy=policy
-        )
-    keys = roster_keys or {c: signing_key(source) for c in config.clients}
-    if isinstance(config, HEConfig):
-        return _he(entry, config, levels, vectors, weights, plan, keys, source)
-    assert isinstance(config, HEMaskedConfig)
-    if levels is None:
-        raise ParameterError("bfv-masked takes integer levels (quantise the updates first)")
-    return _he_masked(config, levels, weights, plan, keys, source, policy, clock, tap)
+    report: RoundReport = entry.run(entry, config, inputs)
+    report.mode = entry.name
+    return report
 
 
-def _client_drops(entry: Mode, drops: Drops | None) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
-    for phase, who in (drops or {}).items():
-        if phase not in entry.drop_phases:
-            raise ParameterError(f"{entry.name} drops at one of {entry.drop_phases}, not {phase!r}")
-        if isinstance(who, int):
-            raise ParameterError(f"{entry.name} takes the clients that drop, not a count")
-        out[phase] = [int(c) for c in who]
-    return out
+# ---------------------------------------------------------------- the modes' adapters
 
 
-def _secagg(
-    entry: Mode,
-    config: RoundConfig,
-    levels: Mapping[int, np.ndarray] | None,
-    vectors: Mapping[int, np.ndarray] | None,
-    weights: Mapping[int, int] | None,
-    drops: Drops | None,
-    seed: int | bytes,
-    policy: ClientPolicy | None,
-    clock: Clock | None,
-    tap: Callable[[int, Any], None] | None,
-) -> RoundReport:
+def run_secagg(entry: Mode, config: RoundConfig, inputs: RoundInputs) -> RoundReport:
+    """SecAgg / SecAgg+ (:func:`protocol.simulation.simulate`); drops are counts per phase."""
     from protocol.simulation import simulate
 
     counts: dict[str, int] = {}
-    for phase, count in (drops or {}).items():
+    for phase, count in (inputs.drops or {}).items():
         if not isinstance(count, int):
             raise ParameterError(f"{entry.name} takes a count of drops per phase")
         counts[phase] = count
     sim = simulate(
         config,
-        levels=levels,
-        vectors=vectors,
-        weights=weights,
+        levels=inputs.levels,
+        vectors=inputs.vectors,
+        weights=inputs.weights,
         drops=counts or None,
-        seed=seed,
-        policy=policy,
-        clock=clock,
-        tap=tap,
+        seed=inputs.seed,
+        policy=inputs.policy,
+        clock=inputs.clock,
+        tap=inputs.tap,
     )
     result = sim.result
     return RoundReport(
@@ -173,22 +188,23 @@ def _secagg(
     )
 
 
-def _he(
-    entry: Mode,
-    config: HEConfig,
-    levels: Mapping[int, np.ndarray] | None,
-    vectors: Mapping[int, np.ndarray] | None,
-    weights: Mapping[int, int],
-    drops: dict[str, list[int]],
-    keys: Mapping[int, SigningKey],
-    rng: RandomSource,
-) -> RoundReport:
+def run_he(entry: Mode, config: HEConfig, inputs: RoundInputs) -> RoundReport:
+    """CKKS / BFV (:func:`protocol.he_flow.run_he_round`): float vectors, clients decrypt."""
     from protocol.he_flow import run_he_round
 
-    if vectors is None:
+    if inputs.vectors is None:
         raise ParameterError(f"{entry.name} takes float vectors (each client encodes its own)")
+    rng = inputs.source()
+    drops = inputs.client_drops(entry)
+    weights = inputs.weights_for(config.clients)
+    keys = inputs.keys_for(config.clients, rng)
     he = run_he_round(
-        config, vectors=vectors, weights=weights, roster_keys=keys, rng=rng, drops=drops or None
+        config,
+        vectors=inputs.vectors,
+        weights=weights,
+        roster_keys=keys,
+        rng=rng,
+        drops=drops or None,
     )
     first = min(he.results, default=None)
     return RoundReport(
@@ -206,33 +222,28 @@ def _he(
     )
 
 
-def _he_masked(
-    config: HEMaskedConfig,
-    levels: Mapping[int, np.ndarray],
-    weights: Mapping[int, int],
-    drops: dict[str, list[int]],
-    keys: Mapping[int, SigningKey],
-    rng: RandomSource,
-    policy: ClientPolicy | None,
-    clock: Clock | None,
-    tap: Callable[[int, Any], None] | None,
-) -> RoundReport:
+def run_he_masked(entry: Mode, config: HEMaskedConfig, inputs: RoundInputs) -> RoundReport:
+    """bfv-masked (:func:`protocol.he_masked.run_he_masked_round`): integer levels."""
     from protocol.he_masked import run_he_masked_round
 
+    if inputs.levels is None:
+        raise ParameterError("bfv-masked takes integer levels (quantise the updates first)")
+    rng = inputs.source()
+    drops = inputs.client_drops(entry)
     hm = run_he_masked_round(
         config,
-        levels=levels,
-        weights=weights,
-        roster_keys=keys,
+        levels=inputs.levels,
+        weights=inputs.weights_for(config.clients),
+        roster_keys=inputs.keys_for(config.clients, rng),
         rng=rng,
         drops=drops,
-        clock=clock,
-        tap=tap,
-        policy=policy,
+        clock=inputs.clock,
+        tap=inputs.tap,
+        policy=inputs.policy,
     )
     first = min(hm.results, default=None)
     return RoundReport(
-        mode="bfv-masked",
+        mode=entry.name,
         completed=hm.completed,
         abort_reason=hm.abort_reason,
         survivors=hm.survivors,
@@ -244,6 +255,18 @@ def _he_masked(
         results=hm.results,
         rejections=hm.rejections,
         detail=hm,
+    )
+
+
+def run_plain(entry: Mode, config: RoundConfig, inputs: RoundInputs) -> RoundReport:
+    """The plain baseline (:func:`run_plain_round`); drops are clients at ``masked``."""
+    return run_plain_round(
+        config,
+        levels=inputs.levels,
+        vectors=inputs.vectors,
+        weights=inputs.weights,
+        drops=inputs.client_drops(entry),
+        policy=inputs.policy,
     )
 
 
