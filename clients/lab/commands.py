@@ -18,7 +18,7 @@ def _random_vectors(rng: Any, cohort: tuple[int, ...], dim: int) -> dict[int, An
     return {c: np.frombuffer(rng.random_bytes(8 * dim), "<u8") / 2.0**64 * 2 - 1 for c in cohort}
 
 
-def _simulate_he(args: argparse.Namespace, name: str) -> int:
+def _simulate_float(args: argparse.Namespace, name: str) -> int:
     """ckks, bfv and plain: float updates, each client's (or the server's) weighted mean."""
     import hashlib
     import time
@@ -118,7 +118,7 @@ def _simulate(args: argparse.Namespace) -> int:
     if name == "bfv-masked":
         return _simulate_he_masked(args)
     if name not in ("secagg", "secagg+"):
-        return _simulate_he(args, name)
+        return _simulate_float(args, name)
     if args.graph == "harary" and args.degree is None and name == "secagg":
         raise ParameterError("--graph harary needs --degree K")
     # SecAgg on a Harary graph is SecAgg+ (the degree decides, protocol.policy.mode_of).

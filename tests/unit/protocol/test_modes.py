@@ -163,3 +163,31 @@ def test_every_mode_has_a_plot_style() -> None:
     from secagg_bench.report import COLOURS, MARKERS
 
     assert set(COLOURS) == set(modes.names()) == set(MARKERS)
+
+
+def _simulate_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, object]:
+    import json
+
+    from secagg.cli import main
+
+    code = main(["simulate", "--clients", "5", "--dim", "8", "--json", *argv])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0, out
+    out.pop("timings_s", None)
+    out.pop("seconds", None)
+    return dict(out)
+
+
+def test_simulate_mask_is_secagg_with_the_same_output(capsys: pytest.CaptureFixture[str]) -> None:
+    mask = _simulate_json(capsys, "--mode", "mask", "--drop", "masked:1")
+    assert mask == _simulate_json(capsys, "--mode", "secagg", "--drop", "masked:1")
+    assert mask["exact_sum"] is True and mask["graph"] == "complete"
+    sparse = _simulate_json(capsys, "--mode", "secagg+", "--clients", "8")
+    assert sparse["graph"] == "harary" and sparse["exact_sum"] is True
+
+
+def test_simulate_runs_the_plain_baseline(capsys: pytest.CaptureFixture[str]) -> None:
+    plain = _simulate_json(capsys, "--mode", "plain", "--drop-uploads", "1")
+    assert plain["completed"] is True and plain["contributors"] == [1, 2, 3, 4]
+    error = plain["max_abs_error_vs_weighted_mean"]
+    assert isinstance(error, float) and error < 1e-6  # float32 in the clear
