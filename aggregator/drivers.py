@@ -35,6 +35,7 @@ from aggregator.method_state import FedAvgRounds, MethodRounds
 from aggregator.settings import AggregatorSettings
 from aggregator.spool import SpooledPayload
 from aggregator.store import Store
+from protocol.build import make_config
 from protocol.config import MIN_HONEST, RoundConfig, minimum_threshold
 from protocol.dp_round import round_colluders, round_plan
 from protocol.errors import ProtocolError, WrongPhase
@@ -52,7 +53,6 @@ from protocol.method_messages import MethodState, bound_model_hash, lineage_dige
 from protocol.plain import PlainServer
 from protocol.policy import consortium_colluders
 from protocol.server import ServerMachine
-from protocol.simulation import make_config
 from secagg.rng import RandomSource
 from secagg_pb import codec
 from secagg_pb.v1 import secagg_pb2 as pb

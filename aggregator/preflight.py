@@ -23,10 +23,10 @@ import logging
 
 from aggregator.drivers import round_threshold
 from aggregator.settings import AggregatorSettings
+from protocol.build import make_config
 from protocol.config import RoundConfig
 from protocol.dp_round import round_colluders, round_plan
 from protocol.policy import ClientPolicy
-from protocol.simulation import make_config
 from secagg.errors import ParameterError
 
 log = logging.getLogger("secagg.aggregator")

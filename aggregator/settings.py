@@ -12,9 +12,12 @@ from typing import Any, Literal
 from aggregator.method_state import check_settings
 from protocol.config import PROFILES, Profile
 from protocol.method_messages import extra_dim
+from protocol.modes import names as mode_names
 from secagg.errors import ParameterError
 
-MODES = ("secagg", "ckks", "bfv-masked")
+#: The service's modes, from the registry ("secagg" with a degree runs SecAgg+, with
+#: profile = "plain" the plain baseline).
+MODES = mode_names("service")
 MAX_DIM = 1 << 27  # 134M coordinates: a masked vector of 1 GiB; far beyond any face model
 MAX_TIMEOUT_S = 7 * 86400.0  # larger waits overflow the threading primitives
 MAX_WORKERS = 4096

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from protocol.simulation import make_config, simulate
+from protocol.build import make_config
+from protocol.simulation import simulate
 
 
 @pytest.mark.benchmark(group="round-in-memory")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from protocol import modes
 from secagg.cli import print_json, print_result
 from secagg.errors import ParameterError
 
@@ -114,7 +115,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument(
         "--allow",
         action="append",
-        choices=["plain", "ckks", "bfv", "semi-honest"],
+        choices=[*modes.opt_ins(), "semi-honest"],
         help="opt this client's policy into a weaker mode or profile (repeatable; logged "
         "with what it gives up)",
     )

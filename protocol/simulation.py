@@ -8,26 +8,19 @@ a parameter, so this module stays free of ``time``; pass one to get timings.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from protocol.client import ClientMachine
-from protocol.config import (
-    Profile,
-    RoundConfig,
-    default_colluders,
-    minimum_threshold,
-)
+from protocol.config import RoundConfig
 from protocol.errors import ProtocolError
 from protocol.messages import ClientMessage, UnmaskShares
-from protocol.policy import ClientPolicy, lab_policy, sparse_threshold
+from protocol.policy import ClientPolicy, lab_policy
 from protocol.server import AggregateResult, ServerMachine, ServerPhase
 from secagg.errors import ParameterError
 from secagg.primitives.signing import SigningKey, signing_key
-from secagg.quantization import required_modulus_bits
 from secagg.rng import DeterministicRandomSource, uniform_below
 
 #: Phases in the order clients answer them; a drop at a phase = silence from then on.
@@ -53,52 +46,6 @@ class SimulationReport:
     client_seconds: dict[int, float] = field(default_factory=dict)
     bytes_up: dict[int, int] = field(default_factory=dict)
     bytes_down: dict[int, int] = field(default_factory=dict)
-
-
-def make_config(
-    *,
-    clients: int,
-    dim: int,
-    threshold: int | None = None,
-    degree: int | None = None,
-    profile: Profile = "active",
-    levels: int = 1 << 16,
-    clip: float = 1.0,
-    max_weight: int = 1,
-    modulus_bits: int | None = None,
-    round_: int = 0,
-    seed: bytes = b"",
-) -> RoundConfig:
-    """A valid config with sensible defaults (safe threshold, minimal modulus)."""
-    if clients < 1:
-        raise ParameterError("need at least one client")
-    complete = degree is None or degree >= clients - 1
-    if threshold is None and complete:
-        # ⌊2n/3⌋+1, raised to the lab policy's safe minimum (capped at n below).
-        safe = minimum_threshold(clients, profile=profile, colluders=default_colluders(clients))
-        threshold = min(clients, max(2 * clients // 3 + 1, safe))
-    elif threshold is None:
-        assert degree is not None
-        # A majority of each neighbourhood, raised to the policy's statistical minimum.
-        colluders = default_colluders(clients, sparse=True)
-        safe = sparse_threshold(clients, degree, profile=profile, colluders=colluders)
-        threshold = min(degree + 1, max((degree + 1) // 2 + 1, safe))
-    bits = modulus_bits or required_modulus_bits(clients, levels, max_weight)
-    tag = hashlib.sha256(b"simulation" + seed).digest()
-    return RoundConfig(
-        round=round_,
-        clients=tuple(range(1, clients + 1)),
-        threshold=threshold,
-        dim=dim,
-        modulus_bits=bits,
-        clip=clip,
-        levels=levels,
-        max_weight=max_weight,
-        profile=profile,
-        degree=degree,
-        nonce=tag,
-        model_hash=hashlib.sha256(b"model" + seed).digest(),
-    )
 
 
 def parse_drops(spec: str) -> dict[str, int]:
@@ -139,12 +86,15 @@ def simulate(
     seed: int | bytes = 0,
     policy: ClientPolicy | None = None,
     clock: Clock | None = None,
+    tap: Callable[[int, ClientMessage], None] | None = None,
 ) -> SimulationReport:
     """Run one round.
 
     Inputs are integer ``levels`` (then the unmasked sum is checked for exact
     equality) or float ``vectors`` (quantised by each client, stochastically,
     so only the error bound can be checked); by default random levels.
+    ``tap`` sees every client message before the server does (the audit
+    reads the masked uploads through it).
     """
     rng = DeterministicRandomSource(seed if isinstance(seed, bytes) else seed.to_bytes(8, "little"))
     cohort = config.clients
@@ -223,6 +173,8 @@ def simulate(
                 report.bytes_up[cid] += _message_size(reply)
                 if isinstance(reply, UnmaskShares):
                     report.unmask_releases[cid] = reply
+                if tap is not None:
+                    tap(cid, reply)
                 start = tick()
                 try:
                     server.receive(cid, reply)

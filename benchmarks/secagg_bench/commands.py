@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from protocol import modes
 from protocol.config import PROFILES
 from secagg.cli import print_json, print_result
 from secagg.errors import ParameterError
@@ -168,7 +169,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rnd.add_argument(
         "--mode",
         action="append",
-        choices=("plain", "secagg", "secagg+", "ckks", "bfv-masked"),
+        choices=modes.names("bench-round"),
         help="repeatable; default plain and secagg+",
     )
     rnd.add_argument("--rounds", type=int, default=3)
@@ -198,7 +199,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     suite.add_argument("--clients", help="comma list of N (default 10,50,100)")
     suite.add_argument("--dims", help="comma list of D, 1e5 form allowed (default 1e5,1e6,1e7)")
     suite.add_argument(
-        "--modes", help="comma list of plain,secagg,secagg+,ckks,bfv-masked (default all)"
+        "--modes", help=f"comma list of {','.join(modes.names('suite'))} (default all)"
     )
     suite.add_argument("--repeat", type=int, default=1, help="rounds per masking cell (median)")
     suite.add_argument(

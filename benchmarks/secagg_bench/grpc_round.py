@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from clients.lab.cluster import LocalCluster
+from protocol.build import make_config
 from protocol.config import MIN_HONEST
+from protocol.modes import names
 from protocol.params import find_parameters
-from protocol.simulation import make_config
 from secagg.errors import ParameterError
 
-MODES = ("plain", "secagg", "secagg+", "ckks", "bfv-masked")
+MODES = names("bench-round")
 
 
 def _settings(mode: str, clients: int, dim: int, rounds: int) -> dict[str, Any]:

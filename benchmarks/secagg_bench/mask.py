@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from protocol.build import make_config
 from protocol.config import Profile
-from protocol.simulation import make_config, simulate
+from protocol.runner import run_round
+from protocol.simulation import SimulationReport
 from secagg.errors import ParameterError
 from secagg.rng import DeterministicRandomSource
 
@@ -63,13 +65,14 @@ def measure(
             seed=seed.to_bytes(8, "little"),
         )
         start = time.perf_counter()
-        report = simulate(
+        report: SimulationReport = run_round(
+            "secagg+" if degree is not None and degree < clients - 1 else "secagg",
             config,
             vectors=vectors,
             drops={"masked": n_drop} if n_drop else None,
             seed=seed * 1000 + r,
             clock=time.perf_counter,
-        )
+        ).detail
         total_s.append(time.perf_counter() - start)
         if not report.completed:
             raise ParameterError(f"round aborted: {report.abort_reason}")

@@ -21,6 +21,8 @@ matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FixedLocator, NullLocator
 
+from protocol.modes import names
+
 #: results.csv columns, in order (results.json also keeps each cell's raw output).
 COLUMNS = (
     "system",
@@ -46,15 +48,17 @@ COLUMNS = (
     "load_1min",
     "method",
 )
+#: One colour per registry mode (protocol.modes; a test checks every mode has one).
 COLOURS = {
     "plain": "tab:gray",
     "secagg": "tab:blue",
     "secagg+": "tab:orange",
     "ckks": "tab:green",
+    "bfv": "tab:red",
     "bfv-masked": "tab:purple",
 }
 #: Distinct markers, so that modes with equal values (e.g. the two HE uploads) stay visible.
-MARKERS = {"plain": "o", "secagg": "s", "secagg+": "^", "ckks": "D", "bfv-masked": "v"}
+MARKERS = {"plain": "o", "secagg": "s", "secagg+": "^", "ckks": "D", "bfv": "P", "bfv-masked": "v"}
 PLOTS = (
     # file, y field, y label, x field, panel field
     ("client_time_vs_n.png", "client_s", "client s (one client, one round)", "clients", "dim"),
@@ -176,8 +180,8 @@ def write_table(doc: dict[str, Any], path: Path) -> Path:
 
 def _order(row: dict[str, Any]) -> tuple[int, int, int, bool, str]:
     """By D, N, mode; ours before the peer."""
-    modes = list(COLOURS)
-    rank = modes.index(row["mode"]) if row["mode"] in modes else len(modes)
+    order = names()
+    rank = order.index(row["mode"]) if row["mode"] in order else len(order)
     return row["dim"], row["clients"], rank, row["system"] != "secagg", row["system"]
 
 

@@ -42,12 +42,13 @@ from typing import Any
 
 import numpy as np
 
+from protocol.modes import names
 from secagg.errors import ParameterError, SecAggError
 from secagg_bench import peers as bench_peers
 from secagg_bench import report as bench_report
 from secagg_bench.report import dim_label
 
-MODES = ("plain", "secagg", "secagg+", "ckks", "bfv-masked")
+MODES = names("suite")
 Progress = Callable[[str], None]
 
 # Cost model for the estimates that decide skips: rates seen on the shared
@@ -289,10 +290,10 @@ def _skip_reason(cell: Cell, est: Estimate, options: SuiteOptions) -> str | None
 
 def _plain(clients: int, dim: int, dropout: float, repeat: int, seed: int) -> dict[str, Any]:
     """The unprotected baseline with the plain machines: float32 w·x ‖ w, summed."""
+    from protocol.build import make_config
     from protocol.messages import MaskedInput, RoundStart
     from protocol.plain import PlainClient, PlainServer, encode_plain
     from protocol.policy import ClientPolicy
-    from protocol.simulation import make_config
     from secagg.rng import DeterministicRandomSource
 
     rng = DeterministicRandomSource(seed.to_bytes(8, "little"))

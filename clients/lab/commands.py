@@ -6,57 +6,64 @@ import argparse
 import sys
 from typing import Any
 
-from protocol.config import PROFILES
+from protocol import modes
+from protocol.config import PROFILES, RoundConfig
 from secagg.cli import print_json
 from secagg.errors import ParameterError
 
 
-def _simulate_he(args: argparse.Namespace) -> int:
+def _random_vectors(rng: Any, cohort: tuple[int, ...], dim: int) -> dict[int, Any]:
+    import numpy as np
+
+    return {c: np.frombuffer(rng.random_bytes(8 * dim), "<u8") / 2.0**64 * 2 - 1 for c in cohort}
+
+
+def _simulate_float(args: argparse.Namespace, name: str) -> int:
+    """ckks, bfv and plain: float updates, each client's (or the server's) weighted mean."""
     import hashlib
     import time
 
     import numpy as np
 
-    from protocol.he_flow import HEConfig, run_he_round
+    from protocol.modes import build_config
+    from protocol.runner import run_round
     from secagg.primitives.signing import signing_key
     from secagg.rng import DeterministicRandomSource
 
-    if args.mode == "bfv-masked":
-        return _simulate_he_masked(args)
     rng = DeterministicRandomSource(args.seed)
-    cohort = tuple(range(1, args.clients + 1))
-    config = HEConfig(
-        round=0,
-        clients=cohort,
-        dim=args.dim,
-        scheme=args.mode,
-        key_holder=1,
-        clip=1.0,
-        max_weight=10,
-        levels=1 << 16,
-        nonce=rng.random_bytes(32),
-        model_hash=hashlib.sha256(b"simulate").digest(),
-    )
-    keys = {c: signing_key(rng) for c in cohort}
-    vectors = {
-        c: np.frombuffer(rng.random_bytes(8 * args.dim), "<u8") / 2.0**64 * 2 - 1 for c in cohort
-    }
+    if name == "plain":
+        config = build_config(
+            "plain", clients=args.clients, dim=args.dim, max_weight=10, seed=str(args.seed).encode()
+        )
+        keys = None
+    else:
+        config = build_config(
+            name,
+            clients=args.clients,
+            dim=args.dim,
+            max_weight=10,
+            nonce=rng.random_bytes(32),
+            model_hash=hashlib.sha256(b"simulate").digest(),
+        )
+        keys = {c: signing_key(rng) for c in config.clients}
+    cohort = config.clients
+    vectors = _random_vectors(rng, cohort, args.dim)
     weights = {c: 1 + c % 10 for c in cohort}
-    drops = (
-        {"upload": list(cohort[len(cohort) - args.drop_uploads :])} if args.drop_uploads else None
-    )
+    phase = "masked" if name == "plain" else "upload"
+    drops = {phase: list(cohort[len(cohort) - args.drop_uploads :])} if args.drop_uploads else None
     start = time.perf_counter()
-    report = run_he_round(
-        config, vectors=vectors, weights=weights, roster_keys=keys, rng=rng, drops=drops
+    report = run_round(
+        name, config, vectors=vectors, weights=weights, drops=drops, rng=rng, roster_keys=keys
     )
     seconds = time.perf_counter() - start
-    contributors = report.contributors
+    contributors = report.survivors
     expected = sum(weights[c] * vectors[c] for c in contributors) / max(
         1, sum(weights[c] for c in contributors)
     )
-    errors = [float(np.max(np.abs(r - expected))) for r in report.results.values()]
+    means = report.results.values() if report.results else [report.mean]
+    errors = [float(np.max(np.abs(r - expected))) for r in means if r is not None]
     summary = {
-        "mode": args.mode,
+        "mode": name,
         "clients": args.clients,
         "dim": args.dim,
         "completed": report.completed,
@@ -72,7 +79,7 @@ def _simulate_he(args: argparse.Namespace) -> int:
         print_json(summary)
     else:
         status = "completed" if report.completed else f"ABORTED ({report.abort_reason})"
-        print(f"{args.mode} round {status}; contributors {list(contributors)}")
+        print(f"{name} round {status}; contributors {list(contributors)}")
         error = summary["max_abs_error_vs_weighted_mean"]
         print(f"max |decrypted mean − float64 weighted mean| = {error}")
     return 0 if report.completed else 1
@@ -100,24 +107,37 @@ def _simulate_he_masked(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    """One round in memory of any registry mode; ``mask`` is the old name of secagg."""
     import time
 
-    if args.mode != "mask":
-        return _simulate_he(args)
+    from protocol import modes
+    from protocol.runner import run_round
+    from protocol.simulation import SimulationReport, parse_drops
 
-    from protocol.simulation import make_config, parse_drops, simulate
-
-    config = make_config(
+    name = modes.mode(args.mode).name  # "mask" → "secagg"
+    if name == "bfv-masked":
+        return _simulate_he_masked(args)
+    if name not in ("secagg", "secagg+"):
+        return _simulate_float(args, name)
+    if args.graph == "harary" and args.degree is None and name == "secagg":
+        raise ParameterError("--graph harary needs --degree K")
+    # SecAgg on a Harary graph is SecAgg+ (the degree decides, protocol.policy.mode_of).
+    sparse = name == "secagg+" or args.graph == "harary"
+    options: dict[str, Any] = {"degree": args.degree} if sparse else {}
+    config = modes.build_config(
+        "secagg+" if sparse else "secagg",
         clients=args.clients,
         dim=args.dim,
         threshold=args.threshold,
-        degree=None if args.graph == "complete" else args.degree,
         profile=args.profile,
         seed=str(args.seed).encode(),
+        **options,
     )
-    if args.graph == "harary" and args.degree is None:
-        raise ParameterError("--graph harary needs --degree K")
-    report = simulate(config, drops=parse_drops(args.drop), seed=args.seed, clock=time.perf_counter)
+    assert isinstance(config, RoundConfig)
+    round_ = run_round(
+        None, config, drops=parse_drops(args.drop), seed=args.seed, clock=time.perf_counter
+    )
+    report: SimulationReport = round_.detail
     summary = {
         "clients": config.n,
         "dim": config.dim,
@@ -315,9 +335,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "server sees every class embedding); privacyface: DPLC clusters (zCDP) + "
         "consensus-aware loss",
     )
-    exp.add_argument(
-        "--mode", choices=("plain", "secagg", "secagg+", "ckks", "bfv-masked"), default="secagg"
-    )
+    exp.add_argument("--mode", choices=modes.names("experiment"), default="secagg")
     exp.add_argument("--data", default="synthetic", help="synthetic[:IDS:IMGS], a folder or .npz")
     exp.add_argument("--clients", type=int, default=4)
     exp.add_argument("--rounds", type=int, default=5)
@@ -379,7 +397,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = sub.add_parser("demo", help="end-to-end demo (see README)")
     demo.add_argument("--clients", type=int, default=4)
     demo.add_argument("--rounds", type=int, default=5)
-    demo.add_argument("--mode", choices=("secagg", "secagg+", "plain"), default="secagg")
+    demo.add_argument("--mode", choices=modes.names("demo"), default="secagg")
     demo.add_argument(
         "--algorithm",
         default="fedavg",
@@ -420,13 +438,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument(
         "--mode",
-        choices=("mask", "ckks", "bfv", "bfv-masked"),
-        default="mask",
-        help="mask: SecAgg/SecAgg+ (default); ckks/bfv: homomorphic aggregation; "
-        "bfv-masked: SecAgg masks inside BFV plaintexts (takes --drop)",
+        choices=(*modes.names("simulate"), "mask"),
+        default="secagg",
+        help="secagg (default; with --graph harary, SecAgg+), secagg+ (Harary graph, default "
+        "degree the largest even k < n), plain, ckks, bfv (homomorphic aggregation), "
+        "bfv-masked (SecAgg masks inside BFV plaintexts; takes --drop). "
+        "mask: deprecated alias of secagg, same output",
     )
     sim.add_argument(
-        "--drop-uploads", type=int, default=0, help="HE modes: clients that never upload"
+        "--drop-uploads",
+        type=int,
+        default=0,
+        help="plain and HE modes: clients that never upload",
     )
     sim.add_argument("--json", action="store_true")
     sim.set_defaults(func=_simulate)

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from protocol.config import minimum_threshold
+from protocol.config import RoundConfig, minimum_threshold
+from protocol.modes import build_config
 from protocol.policy import ClientPolicy
-from protocol.simulation import make_config, simulate
+from protocol.runner import run_round
 from secagg.rng import DeterministicRandomSource
 
 #: The demo assumes no client colludes with the server (n_C = 0), so that 4 clients
@@ -53,7 +54,8 @@ def run(
     direction = np.frombuffer(rng.random_bytes(8 * dim), "<u8") / 2.0**64 - 0.5
     out = []
     for r in range(rounds):
-        config = make_config(
+        config = build_config(
+            "secagg",
             clients=clients,
             dim=dim,
             threshold=threshold,
@@ -61,6 +63,7 @@ def run(
             round_=r,
             seed=b"demo",
         )
+        assert isinstance(config, RoundConfig)
         noise = {
             c: np.frombuffer(rng.random_bytes(8 * dim), "<u8") / 2.0**64 - 0.5
             for c in config.clients
@@ -68,7 +71,8 @@ def run(
         vectors = {c: np.clip(0.5 * direction + 0.2 * noise[c], -1, 1) for c in config.clients}
         drops = {"masked": 1} if r == drop_round else None
         start = time.perf_counter()
-        report = simulate(
+        report = run_round(
+            "secagg",
             config,
             vectors=vectors,
             weights=weights,
@@ -77,11 +81,11 @@ def run(
             policy=POLICY,
         )
         seconds = time.perf_counter() - start
-        assert report.result is not None, report.abort_reason
+        assert report.mean is not None, report.abort_reason
         survivors = report.survivors
         total_w = sum(weights[c] for c in survivors)
         plain = sum(weights[c] * vectors[c] for c in survivors) / total_w
-        secure = report.result.weighted_mean()
+        secure = report.mean
         bound = config.quantizer.error_bound(1, "stochastic")  # per-client step, averaged
         error = float(np.max(np.abs(secure - plain)))
         if error > bound:

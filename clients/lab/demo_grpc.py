@@ -28,13 +28,14 @@ from typing import Any
 import numpy as np
 
 from clients.lab.cluster import LocalCluster
+from protocol.build import make_config
 from protocol.config import minimum_threshold
 from protocol.graph import densest_harary_degree
-from protocol.simulation import make_config
+from protocol.modes import names
 from secagg.errors import ParameterError
 from secagg.quantization import Quantizer, required_modulus_bits
 
-MODES = ("secagg", "secagg+", "plain")
+MODES = names("demo")
 #: The face-FL methods the daemons run (fedgc-reference: `secagg experiment` only).
 ALGORITHMS = ("fedavg", "projector", "fedface", "fedgc", "privacyface")
 TRAINERS = ("face", "synthetic")

@@ -29,9 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from protocol.config import default_colluders
+from protocol.build import make_config
+from protocol.config import RoundConfig, default_colluders
 from protocol.graph import densest_harary_degree
-from protocol.simulation import make_config, simulate
+from protocol.modes import build_config, names
+from protocol.runner import run_round
+from protocol.simulation import SimulationReport
 from secagg.dp import (
     DdgPlan,
     PrivacyLedger,
@@ -46,7 +49,7 @@ from secagg.dp.encode import clip_l2
 from secagg.errors import ParameterError
 from secagg.rng import DeterministicRandomSource
 
-DP_MODES = ("plain", "secagg", "secagg+")
+DP_MODES = names("dp")
 
 
 @dataclass(frozen=True)
@@ -199,19 +202,21 @@ class DistributedDp:
         crypto_s, up, parity, bound = 0.0, 4.0 * self.dim, None, None
         noisy_sum, survivors = plain_sum, len(levels)
         if self.mode != "plain":
-            config = make_config(
+            config = build_config(
+                self.mode,  # secagg+: the lab's degree (_degree)
                 clients=self.clients,
                 dim=self.dim,
-                degree=_degree(self.mode, self.clients),
                 clip=self.plan.quantizer_clip,
                 levels=self.plan.levels,
                 max_weight=1,
                 round_=round_,
                 seed=str(seed).encode(),
             )
+            assert isinstance(config, RoundConfig)
             start = time.perf_counter()
-            report = simulate(config, levels=levels, seed=seed * 1000 + round_)
+            round_report = run_round(self.mode, config, levels=levels, seed=seed * 1000 + round_)
             crypto_s = time.perf_counter() - start
+            report: SimulationReport = round_report.detail  # SecAgg's own: the integer sum
             if report.result is None:
                 raise RuntimeError(f"round {round_} aborted: {report.abort_reason}")
             survivors = report.result.weight_sum

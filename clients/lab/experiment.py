@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,13 +49,15 @@ from clients.training.flatten import flatten, spec_of, unflatten_into
 from clients.training.heads import init_head_from_features, margin_head
 from clients.training.models import build_backbone
 from clients.training.train import TrainConfig, mean_features, resolve_device, train_local
-from protocol.graph import densest_harary_degree
+from protocol.build import he_config, he_masked_config
+from protocol.config import RoundConfig
 from protocol.method_messages import server_step
-from protocol.simulation import make_config, simulate
+from protocol.modes import build_config, names
+from protocol.policy import Mode
+from protocol.runner import run_round
 from secagg.errors import ParameterError
 
-Mode = Literal["plain", "secagg", "secagg+", "ckks", "bfv-masked"]
-MODES: tuple[Mode, ...] = ("plain", "secagg", "secagg+", "ckks", "bfv-masked")
+MODES: tuple[str, ...] = names("experiment")
 ALGORITHMS = tuple(METHODS)
 __all__ = ["ALGORITHMS", "MODES", "ExperimentConfig", "aggregate", "private_projector"]
 
@@ -199,25 +201,25 @@ def _masked_mean(
     seed: int,
 ) -> tuple[np.ndarray, float, float]:
     """SecAgg (complete graph) or SecAgg+ (Harary graph) over the in-memory transport."""
-    clients = len(updates)
-    config = make_config(
-        clients=clients,
+    config = build_config(
+        mode,  # secagg+: the lab's degree, the largest even k < n
+        clients=len(updates),
         dim=next(iter(updates.values())).size,
-        degree=None if mode == "secagg" else densest_harary_degree(clients),
         clip=clip,
         levels=levels,
         max_weight=max(weights.values()),
         round_=round_,
         seed=str(seed).encode(),
     )
+    assert isinstance(config, RoundConfig)
     vectors = dict(enumerate((updates[k] for k in sorted(updates)), 1))
     by_slot = dict(enumerate((weights[k] for k in sorted(updates)), 1))
-    report = simulate(config, vectors=vectors, weights=by_slot, seed=seed * 1000 + round_)
-    if report.result is None:
+    report = run_round(mode, config, vectors=vectors, weights=by_slot, seed=seed * 1000 + round_)
+    if report.mean is None:
         raise RuntimeError(f"round {round_} aborted: {report.abort_reason}")
     up = float(np.mean(list(report.bytes_up.values())))
     # Σ w·err / Σ w with |err| < one level per client.
-    return report.result.weighted_mean(), up, config.quantizer.step
+    return report.mean, up, config.quantizer.step
 
 
 def _ckks_mean(
@@ -229,28 +231,25 @@ def _ckks_mean(
     seed: int,
 ) -> tuple[np.ndarray, float, float]:
     """The in-memory CKKS round: the aggregator adds ciphertexts, clients decrypt the mean."""
-    from protocol.he_flow import HEConfig, run_he_round
-    from secagg.primitives.signing import signing_key
     from secagg.rng import DeterministicRandomSource
 
     rng = DeterministicRandomSource(f"experiment/ckks/{seed}/{round_}")
     cohort = tuple(range(1, len(updates) + 1))
     vectors = dict(zip(cohort, (updates[k] for k in sorted(updates)), strict=True))
     slot_weights = dict(zip(cohort, (weights[k] for k in sorted(updates)), strict=True))
-    config = HEConfig(
-        round=round_,
-        clients=cohort,
+    config = he_config(
+        clients=len(cohort),
         dim=next(iter(vectors.values())).size,
         scheme="ckks",
-        key_holder=1,
         clip=clip,
         max_weight=max(slot_weights.values()),
         levels=levels,
+        round_=round_,
         nonce=rng.random_bytes(32),
         model_hash=hashlib.sha256(f"experiment/{seed}/{round_}".encode()).digest(),
     )
-    keys = {c: signing_key(rng) for c in cohort}
-    report = run_he_round(config, vectors=vectors, weights=slot_weights, roster_keys=keys, rng=rng)
+    # The runner draws the signing keys from rng, after the nonce.
+    report = run_round("ckks", config, vectors=vectors, weights=slot_weights, rng=rng)
     if not report.completed or 1 not in report.results:
         raise RuntimeError(f"round {round_} aborted: {report.abort_reason}")
     return report.results[1], float(report.upload_bytes), CKKS_PARITY_BOUND
@@ -270,7 +269,6 @@ def _bfv_masked_mean(
     weights are divided by their gcd (the mean is unchanged) and the levels
     are cut to the most that fit (he.most_bfv_levels); the bound is one level.
     """
-    from protocol.he_masked import HEMaskedConfig, run_he_masked_round
     from secagg import he
     from secagg.primitives.signing import signing_key
     from secagg.quantization import Quantizer, quantize
@@ -282,15 +280,13 @@ def _bfv_masked_mean(
     widest = max(slot_weights.values())
     fit = he.most_bfv_levels(he.BFV_8192, clients=len(cohort), max_weight=widest, at_most=levels)
     rng = DeterministicRandomSource(f"experiment/bfv-masked/{seed}/{round_}")
-    config = HEMaskedConfig(
-        round=round_,
-        clients=cohort,
-        threshold=make_config(clients=len(cohort), dim=1).threshold,
+    config = he_masked_config(
+        clients=len(cohort),
         dim=next(iter(updates.values())).size,
-        key_holder=1,
         clip=clip,
         levels=fit,
         max_weight=widest,
+        round_=round_,
         nonce=rng.random_bytes(32),
         model_hash=hashlib.sha256(f"experiment/{seed}/{round_}".encode()).digest(),
     )
@@ -298,8 +294,8 @@ def _bfv_masked_mean(
     vectors = dict(zip(cohort, (updates[k] for k in sorted(updates)), strict=True))
     ints = {c: quantize(vectors[c], quantizer, rng=rng) for c in cohort}
     keys = {c: signing_key(rng) for c in cohort}
-    report = run_he_masked_round(
-        config, levels=ints, weights=slot_weights, roster_keys=keys, rng=rng
+    report = run_round(
+        "bfv-masked", config, levels=ints, weights=slot_weights, roster_keys=keys, rng=rng
     )
     if not report.completed or 1 not in report.results:
         raise RuntimeError(f"round {round_} aborted: {report.abort_reason}")

@@ -18,29 +18,22 @@ from typing import Any
 
 import numpy as np
 
-from protocol.he_masked import PHASES, HEMaskedConfig, HEMaskedReport, run_he_masked_round
-from protocol.simulation import make_config
+from protocol.build import he_masked_config
+from protocol.he_masked import PHASES, HEMaskedConfig, HEMaskedReport
+from protocol.runner import run_round
 from secagg.errors import ParameterError
 from secagg.primitives.signing import SigningKey, signing_key
 from secagg.quantization import Quantizer, quantize
 from secagg.rng import DeterministicRandomSource, uniform_below
-
-KEY_HOLDER = 1
 
 
 def make_he_masked_config(
     clients: int, dim: int, *, levels: int, max_weight: int, seed: int
 ) -> HEMaskedConfig:
     """A valid hybrid config with SecAgg's default safe threshold for the cohort."""
-    if clients < 3:
-        raise ParameterError("the hybrid mode needs at least 3 clients")
-    return HEMaskedConfig(
-        round=0,
-        clients=tuple(range(1, clients + 1)),
-        threshold=make_config(clients=clients, dim=1).threshold,
+    return he_masked_config(
+        clients=clients,
         dim=dim,
-        key_holder=KEY_HOLDER,
-        clip=1.0,
         levels=levels,
         max_weight=max_weight,
         nonce=hashlib.sha256(f"he-masked/nonce/{seed}".encode()).digest(),
@@ -75,7 +68,8 @@ def timed_round(
     quantizer = Quantizer(config.clip, config.levels)
     levels = {c: quantize(vectors[c], quantizer, rng=rng) for c in config.clients}
     start = time.perf_counter()
-    report = run_he_masked_round(
+    report = run_round(
+        "bfv-masked",
         config,
         levels=levels,
         weights=weights,
@@ -84,7 +78,8 @@ def timed_round(
         drops=drops,
         clock=time.perf_counter,
     )
-    return report, time.perf_counter() - start
+    detail: HEMaskedReport = report.detail
+    return detail, time.perf_counter() - start
 
 
 def max_error(

@@ -27,12 +27,12 @@ from google.protobuf.message import DecodeError, Message
 
 from clients.daemon import Daemon
 from clients.training.synthetic import LocalUpdate
+from protocol.build import make_config
 from protocol.client import ClientMachine
 from protocol.he_messages import AnyClientMessage, HEConfig, HEResult, HEStart
 from protocol.messages import MaskedInput, ServerMessage
 from protocol.method_messages import bound_model_hash
 from protocol.policy import ClientPolicy
-from protocol.simulation import make_config
 from secagg.rng import DeterministicRandomSource
 from secagg_pb import codec
 from secagg_pb.v1 import secagg_pb2 as pb

@@ -26,10 +26,11 @@ import numpy as np
 from hypothesis import event, given
 from hypothesis import strategies as st
 
+from protocol.build import make_config
 from protocol.config import SECURE_PROFILES as PROFILES
 from protocol.config import Profile, default_colluders, minimum_threshold
 from protocol.messages import UnmaskShares
-from protocol.simulation import PHASES, SimulationReport, make_config, simulate
+from protocol.simulation import PHASES, SimulationReport, simulate
 from secagg.rng import DeterministicRandomSource, uniform_below
 
 BEFORE_MASKED_INPUT = ("advertise", "share", "masked")

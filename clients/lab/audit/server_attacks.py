@@ -27,6 +27,7 @@ import numpy as np
 
 from clients.ledger import ContributionLedger
 from protocol import session as ses
+from protocol.build import make_config
 from protocol.client import ClientMachine, ClientPhase
 from protocol.config import Profile, RoundConfig
 from protocol.graph import graph_from_seed
@@ -48,7 +49,6 @@ from protocol.messages import (
 )
 from protocol.policy import ClientPolicy
 from protocol.server import ServerMachine, ServerPhase
-from protocol.simulation import make_config
 from secagg.masking import pairwise_seed, remove_masks, self_mask_seed
 from secagg.packing import unpack
 from secagg.primitives import shamir

@@ -8,7 +8,8 @@
   the end of that round, dequantised.
 
 The round runs in memory with the lab's client policy (active profile,
-signed keys, the threshold make_config plans), like ``secagg simulate``. Updates are
+signed keys, the threshold make_config plans), through the lab's round runner
+(:func:`protocol.runner.run_round`), like ``secagg simulate``. Updates are
 quantised to the nearest level before masking, so the unmasked total can be
 checked for exact equality with the sum of the clients' levels.
 """
@@ -23,15 +24,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from protocol.client import ClientMachine
+from protocol.config import RoundConfig
 from protocol.messages import MaskedInput
-from protocol.policy import lab_policy
-from protocol.server import AggregateResult, ServerMachine, ServerPhase
-from protocol.simulation import make_config
+from protocol.modes import build_config
+from protocol.runner import run_round
+from protocol.server import AggregateResult
 from secagg.packing import unpack
-from secagg.primitives.signing import signing_key
 from secagg.quantization import Quantizer, dequantize, quantize
-from secagg.rng import DeterministicRandomSource
 
 #: Fixed-point levels: fine enough that quantisation does not help the defence.
 DEFAULT_LEVELS = 1 << 24
@@ -75,40 +74,34 @@ def secure_round(levels: Sequence[np.ndarray], *, quantizer: Quantizer, seed: in
     n = len(levels)
     dim = int(levels[0].shape[0])
     tag = seed.to_bytes(8, "little", signed=True)
-    config = make_config(
-        clients=n, dim=dim, clip=quantizer.clip, levels=quantizer.levels, seed=b"audit" + tag
+    config = build_config(
+        "secagg",
+        clients=n,
+        dim=dim,
+        clip=quantizer.clip,
+        levels=quantizer.levels,
+        seed=b"audit" + tag,
     )
-    rng = DeterministicRandomSource(hashlib.sha256(b"audit-round" + tag).digest())
-    keys = {c: signing_key(rng) for c in config.clients}
-    roster = {c: k.public for c, k in keys.items()}
-    machines = {
-        c: ClientMachine(
-            c,
-            rng=rng.fork(f"client-{c}"),
-            signing_key=keys[c],
-            roster=roster,
-            policy=lab_policy(config),
-        )
-        for c in config.clients
-    }
-    server = ServerMachine(config, roster=roster)
-    for c, lv in zip(config.clients, levels, strict=True):
-        machines[c].set_levels(lv, weight=1, model_hash=config.model_hash)
+    assert isinstance(config, RoundConfig)
     uploads: dict[int, bytes] = {}
-    outbox = server.start()
-    while server.phase not in (ServerPhase.COMPLETED, ServerPhase.ABORTED):
-        for cid, msg in outbox:
-            for reply in machines[cid].handle(msg):
-                if isinstance(reply, MaskedInput):
-                    uploads[cid] = reply.payload
-                server.receive(cid, reply)
-        outbox = server.advance()
-    if server.aborted or server.result is None:
-        refused = {c: m.abort_reason for c, m in machines.items() if m.abort_reason}
-        raise ValueError(f"the SecAgg round aborted: {server.abort_reason} {refused}")
+
+    def keep_upload(client: int, msg: object) -> None:
+        if isinstance(msg, MaskedInput):
+            uploads[client] = msg.payload
+
+    report = run_round(
+        "secagg",
+        config,
+        levels=dict(zip(config.clients, levels, strict=True)),
+        seed=hashlib.sha256(b"audit-round" + tag).digest(),
+        tap=keep_upload,
+    )
+    result = report.detail.result
+    if not report.completed or result is None:
+        raise ValueError(f"the SecAgg round aborted: {report.abort_reason} {report.rejections}")
     expected = np.sum(np.stack([lv.astype(np.uint64) for lv in levels]), axis=0)
-    exact = bool(np.array_equal(server.result.total.astype(np.uint64), expected))
-    return SecureRound(uploads, server.result, quantizer, config.modulus_bits, exact)
+    exact = bool(np.array_equal(result.total.astype(np.uint64), expected))
+    return SecureRound(uploads, result, quantizer, config.modulus_bits, exact)
 
 
 def chi2_uniform_p(words: np.ndarray, bits: int, bins: int = 256) -> float:

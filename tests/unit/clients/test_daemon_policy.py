@@ -20,13 +20,13 @@ import pytest
 from clients.daemon import Daemon
 from clients.ledger import ContributionLedger
 from clients.training.synthetic import LocalUpdate
+from protocol.build import make_config
 from protocol.config import RoundConfig
 from protocol.he_messages import AnyClientMessage, HEConfig, HEStart
 from protocol.he_model import model_sha256
 from protocol.messages import AdvertiseKeys, ClientAbort, MaskedInput, RoundStart
 from protocol.method_messages import bound_model_hash
 from protocol.policy import ClientPolicy
-from protocol.simulation import make_config
 from secagg.errors import ParameterError
 from secagg.primitives.signing import SigningKey, signing_key
 from secagg.rng import DeterministicRandomSource

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from protocol.build import make_config
 from protocol.client import ClientMachine
 from protocol.config import Profile, RoundConfig
 from protocol.errors import ProtocolError
@@ -34,7 +35,6 @@ from protocol.messages import (
 )
 from protocol.policy import lab_policy
 from protocol.server import ServerMachine, ServerPhase
-from protocol.simulation import make_config
 from secagg.primitives.signing import SigningKey, signing_key
 from secagg.rng import DeterministicRandomSource, uniform_below
 
@@ -256,7 +256,7 @@ def small_config(
     round_: int = 0,
     seed: bytes = b"",
 ) -> RoundConfig:
-    """A small valid config: :func:`protocol.simulation.make_config`'s safe defaults."""
+    """A small valid config: :func:`protocol.build.make_config`'s safe defaults."""
     return make_config(
         clients=n,
         dim=dim,

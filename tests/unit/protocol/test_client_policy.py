@@ -16,6 +16,7 @@ from fractions import Fraction
 import pytest
 
 from protocol import session as ses
+from protocol.build import make_config
 from protocol.client import ClientMachine, ClientPhase
 from protocol.config import RoundConfig
 from protocol.graph import graph_from_seed
@@ -38,7 +39,6 @@ from protocol.policy import (
     mode_of,
     sparse_threshold,
 )
-from protocol.simulation import make_config
 from secagg.errors import ParameterError
 from secagg.primitives.signing import SigningKey, signing_key
 from secagg.rng import DeterministicRandomSource

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from protocol import session as ses
+from protocol.build import make_config
 from protocol.client import ClientMachine, ClientPhase
 from protocol.config import Profile, RoundConfig
 from protocol.graph import graph_from_seed
@@ -41,7 +42,7 @@ from protocol.messages import (
 )
 from protocol.policy import ClientPolicy
 from protocol.server import ServerMachine
-from protocol.simulation import make_config, simulate
+from protocol.simulation import simulate
 from secagg.masking import pairwise_seed, remove_masks, self_mask_seed
 from secagg.packing import unpack
 from secagg.primitives import aead, shamir

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from protocol.build import make_config
 from protocol.client import ClientMachine, ClientPhase
 from protocol.config import RoundConfig
 from protocol.errors import ConflictingMessage, InvalidMessage
@@ -14,7 +15,6 @@ from protocol.messages import ClientAbort, MaskedInput, RoundStart
 from protocol.plain import PlainClient, PlainServer, encode_plain
 from protocol.policy import ClientPolicy
 from protocol.server import ServerMachine
-from protocol.simulation import make_config
 from secagg.errors import ParameterError
 from secagg.rng import DeterministicRandomSource
 

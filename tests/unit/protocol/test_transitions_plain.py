@@ -18,6 +18,7 @@ from functools import cache
 import numpy as np
 import pytest
 
+from protocol.build import make_config
 from protocol.client import ClientPhase
 from protocol.config import RoundConfig
 from protocol.errors import RoundAborted, WrongPhase
@@ -33,7 +34,6 @@ from protocol.messages import (
 from protocol.plain import PlainClient, PlainServer
 from protocol.policy import ClientPolicy
 from protocol.server import ServerPhase
-from protocol.simulation import make_config
 from tests.unit.protocol.test_transitions import (
     CLIENT_TYPES,
     SERVER_TYPES,

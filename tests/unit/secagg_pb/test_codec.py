@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol import session
+from protocol.build import make_config
 from protocol.config import PROFILES, RoundConfig
 from protocol.errors import InvalidMessage
 from protocol.messages import (
@@ -42,7 +43,6 @@ from protocol.messages import (
     UnmaskRequest,
     UnmaskShares,
 )
-from protocol.simulation import make_config
 from secagg.errors import ParameterError
 from secagg.primitives.signing import SigningKey, sign, verify
 from secagg.quantization import required_modulus_bits

@@ -15,6 +15,7 @@ import math
 import numpy as np
 import pytest
 
+from protocol.build import make_config
 from protocol.errors import InvalidMessage
 from protocol.he_model import model_sha256
 from protocol.messages import RoundStart
@@ -26,7 +27,6 @@ from protocol.method_messages import (
     extra_dim,
 )
 from protocol.request_auth import body_digest, phase_of
-from protocol.simulation import make_config
 from secagg.errors import ParameterError
 from secagg_pb import codec
 from secagg_pb.v1 import secagg_pb2 as pb

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from clients.lab.distributed_dp import DistributedDp, DpOptions
-from protocol.simulation import make_config
+from protocol.build import make_config
 from secagg.dp import PrivacyLedger, planned_epsilon
 from secagg.dp.encode import clip_l2
 from secagg.errors import ParameterError

@@ -8,7 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from protocol.simulation import make_config, simulate
+from protocol.build import make_config
+from protocol.simulation import simulate
 from secagg.dp.accounting import PrivacyLedger
 from secagg.dp.encode import (
     NoiseTailExceeded,
