@@ -127,3 +127,10 @@ def test_method_state_and_he_rounds_do_not_import_the_settings() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_every_service_mode_of_the_registry_has_a_driver() -> None:
+    from aggregator.drivers import HE_DRIVERS
+    from protocol.modes import names
+
+    assert {"secagg", *HE_DRIVERS} == set(names("service"))
