@@ -3,7 +3,7 @@
 Why: in plain HE mode every client holds the session key, so an aggregator
 colluding with any one client decrypts every upload. Here each client adds
 SecAgg's masks (its self mask and one pairwise mask per peer, expanded modulo
-the BFV plain modulus t by :mod:`secagg.masking_mod`) to its quantised update
+the BFV plain modulus t by :mod:`secagg.masking`) to its quantised update
 before encrypting it. A colluding key holder that decrypts one upload sees a
 uniformly masked vector; pairwise masks cancel only in the sum, and the
 self masks (and the masks of dropped clients) come off only after Shamir
@@ -85,7 +85,7 @@ from protocol.server import ServerMachine, ServerPhase
 from secagg import he
 from secagg.encoding import Field, encode
 from secagg.errors import ParameterError
-from secagg.masking_mod import mask_residues, unmask_correction
+from secagg.masking import mask_input, remove_masks
 from secagg.primitives.signing import SigningKey, sign
 from secagg.quantization import dequantize_sum
 from secagg.rng import RandomSource
@@ -163,7 +163,7 @@ class BfvClientPayload:
         signing_key: SigningKey | None,
     ) -> bytes:
         assert self.context is not None and signing_key is not None
-        masked = mask_residues(
+        masked = mask_input(
             values,
             modulus=self.params.plain_modulus,
             me=seeds.me,
@@ -377,8 +377,9 @@ class BfvServerPayload:
     ) -> None:
         """Add the mask correction as a plaintext: the sum stays encrypted, with no masks."""
         assert self._encrypted is not None
-        correction = unmask_correction(
-            self.config.vector_length,
+        # The masks taken off a zero vector: the correction c, Σ y + c ≡ Σ w·q(x) ‖ Σ w (mod t).
+        correction = remove_masks(
+            np.zeros(self.config.vector_length, dtype=np.uint64),
             modulus=self.params.plain_modulus,
             self_seeds=self_seeds,
             orphaned_pairs=orphaned_pairs,
