@@ -43,13 +43,12 @@ from protocol.messages import (
     UnmaskRequest,
     UnmaskShares,
 )
+from protocol.payload import ClientPayload, RingClientPayload, Seeds
 from protocol.policy import ClientPolicy, mode_of
 from secagg.errors import DecryptionError, InvalidKey, InvalidShare, InvalidSignature
-from secagg.masking import mask_in_place, pairwise_seed, self_mask_seed
-from secagg.packing import pack
+from secagg.masking import pairwise_seed, self_mask_seed
 from secagg.primitives import aead, shamir
 from secagg.primitives.kdf import derive_key
-from secagg.primitives.prg import word_dtype
 from secagg.primitives.signing import SigningKey, sign, verify
 from secagg.primitives.x25519 import X25519KeyPair, x25519_keypair
 from secagg.quantization import quantize
@@ -115,9 +114,6 @@ class ClientMachine:
     None): a round outside it is refused before any key is generated.
     """
 
-    #: The bfv-masked hybrid runs this machine for its SecAgg half (protocol.he_masked).
-    hybrid = False
-
     def __init__(
         self,
         client_id: int,
@@ -126,8 +122,11 @@ class ClientMachine:
         signing_key: SigningKey | None = None,
         roster: Mapping[int, bytes] | None = None,
         policy: ClientPolicy | None = None,
+        payload: ClientPayload | None = None,
     ) -> None:
         self.client_id = client_id
+        #: The variant: how the masked upload is built (plain SecAgg by default).
+        self.payload: ClientPayload = payload or RingClientPayload()
         self.phase = ClientPhase.AWAITING_CONFIG
         self.abort_reason: str | None = None
         self._rng = rng
@@ -152,6 +151,11 @@ class ClientMachine:
         self.masked_digest: bytes | None = None
 
     # ------------------------------------------------------------------ host API
+
+    @property
+    def hybrid(self) -> bool:
+        """Whether this machine runs the SecAgg half of the bfv-masked hybrid (for the policy)."""
+        return self.payload.hybrid
 
     @property
     def session_id(self) -> bytes:
@@ -197,6 +201,20 @@ class ClientMachine:
             self._finish(ClientPhase.ABORTED, f"server aborted: {msg.reason}")
             return []
         return self._guarded(lambda: self._dispatch(msg))
+
+    def resume(self) -> list[ClientMessage]:
+        """Send the masked input now if the payload was the last thing missing (an HE key)."""
+        if self.phase is ClientPhase.AWAITING_INPUT and self._input is not None:
+            return self._guarded(self._send_masked_input)
+        return []
+
+    def abort(self, reason: str) -> list[ClientMessage]:
+        """Leave the round (a fault the host saw); drops every secret."""
+        if self.phase in TERMINAL:
+            return []
+        round_ = self._config.round if self._config else 0
+        self._finish(ClientPhase.ABORTED, reason)
+        return [ClientAbort(self.client_id, round_, reason)]
 
     # ------------------------------------------------------------------ dispatch
 
@@ -250,6 +268,7 @@ class ClientMachine:
         self._held.clear()
         self._c_shared.clear()
         self._s_shared.clear()
+        self.payload.clear()
 
     # ------------------------------------------------------------------ round 0
 
@@ -492,11 +511,14 @@ class ClientMachine:
         return self._send_masked_input()
 
     def _send_masked_input(self) -> list[ClientMessage]:
+        if not self.payload.ready():  # the shares are in but the variant waits (an HE key)
+            self.phase = ClientPhase.AWAITING_INPUT
+            return []
         config, inp = self._config, self._input
         assert (
             config is not None and inp is not None and self._s is not None and self._b is not None
         )
-        dtype = word_dtype(config.modulus_bits)
+        dtype = self.payload.dtype(config)
         values = np.empty(config.vector_length, dtype=dtype)
         if inp.levels is not None:
             values[: config.dim] = inp.levels
@@ -505,7 +527,7 @@ class ClientMachine:
             values[: config.dim] = quantize(
                 inp.vector, config.quantizer, rng=self._rng, dtype=dtype
             )
-        if inp.weight != 1:  # no wrap: the config guarantees (Q−1)·w_max < 2^k
+        if inp.weight != 1:  # no wrap: the config guarantees (Q−1)·w_max below the modulus
             values[: config.dim] *= dtype.type(inp.weight)
         values[config.dim] = inp.weight
         pair_seeds: dict[int, bytes] = {}
@@ -516,14 +538,15 @@ class ClientMachine:
             pair_seeds[peer] = pairwise_seed(
                 shared, session_id=self._session, u=self.client_id, v=peer
             )
-        masked = mask_in_place(
-            values,
-            bits=config.modulus_bits,
+        seeds = Seeds(
             me=self.client_id,
+            session=self._session,
             self_seed=self_mask_seed(self._b, session_id=self._session, owner=self.client_id),
             pair_seeds=pair_seeds,
         )
-        payload = pack(masked, config.modulus_bits)
+        payload = self.payload.seal(
+            values, config=config, seeds=seeds, signing_key=self._signing_key
+        )
         self.masked_digest = hashlib.sha256(payload).digest()
         self.phase = (
             ClientPhase.AWAITING_CONSISTENCY

@@ -3,7 +3,7 @@
 Why: in plain HE mode every client holds the session key, so an aggregator
 colluding with any one client decrypts every upload. Here each client adds
 SecAgg's masks (its self mask and one pairwise mask per peer, expanded modulo
-the BFV plain modulus t by :mod:`secagg.masking_mod`) to its quantised update
+the BFV plain modulus t by :mod:`secagg.masking`) to its quantised update
 before encrypting it. A colluding key holder that decrypts one upload sees a
 uniformly masked vector; pairwise masks cancel only in the sum, and the
 self masks (and the masks of dropped clients) come off only after Shamir
@@ -29,9 +29,11 @@ beside SecAgg's first two rounds):
    range and divides.
 
 The SecAgg parts are :class:`protocol.client.ClientMachine` and
-:class:`protocol.server.ServerMachine` themselves, subclassed only where the
-masked vector is built and where the masks come off; every check, the
-never-both-shares rule and the dropout recovery are the same code. The config
+:class:`protocol.server.ServerMachine` themselves, run with this mode's
+payload (:class:`BfvClientPayload`, :class:`BfvServerPayload`, see
+:mod:`protocol.payload`) where the masked vector is built, summed and
+unmasked; every check, the never-both-shares rule and the dropout recovery
+are the same code. The config
 is refused unless the n-client sum fits t (``he.check_bfv``: no wrap, noise
 budget to spare). Profile: active, complete graph (the key holder seals the
 key only to clients whose signed keys it verified).
@@ -46,7 +48,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from protocol.client import TERMINAL, ClientMachine, ClientPhase, PeerState
+from protocol.client import TERMINAL, ClientMachine, ClientPhase
 from protocol.config import RoundConfig
 from protocol.errors import (
     AuthenticationFailed,
@@ -70,7 +72,6 @@ from protocol.he_flow import (
 from protocol.he_messages import HEMaskedConfig as HEMaskedConfig  # re-exported
 from protocol.he_messages import HEMaskedStart as HEMaskedStart  # re-exported
 from protocol.messages import (
-    ClientAbort,
     ClientMessage,
     MaskedInput,
     RoundComplete,
@@ -78,15 +79,15 @@ from protocol.messages import (
     ServerMessage,
     UnmaskRequest,
 )
+from protocol.payload import PayloadSource, Seeds, Verifier
 from protocol.policy import ClientPolicy, lab_policy
-from protocol.server import Outgoing, PayloadSource, ServerMachine, ServerPhase
+from protocol.server import ServerMachine, ServerPhase
 from secagg import he
 from secagg.encoding import Field, encode
-from secagg.errors import InvalidKey, InvalidShare, ParameterError
-from secagg.masking import pairwise_seed, self_mask_seed
-from secagg.masking_mod import mask_residues, unmask_correction
+from secagg.errors import ParameterError
+from secagg.masking import mask_input, remove_masks
 from secagg.primitives.signing import SigningKey, sign
-from secagg.quantization import dequantize_sum, quantize
+from secagg.quantization import dequantize_sum
 from secagg.rng import RandomSource
 
 # ---------------------------------------------------------------- messages
@@ -134,78 +135,47 @@ def parse_upload(payload: bytes, count: int) -> tuple[tuple[bytes, ...], bytes]:
 # ---------------------------------------------------------------- client
 
 
-class _MaskedClient(ClientMachine):
-    """SecAgg's client, masking mod t and sending the masked vector as BFV ciphertexts."""
+class BfvClientPayload:
+    """The hybrid's client half: masks mod t, the masked vector sent as signed BFV ciphertexts.
+
+    ``context`` is the session's BFV secret context, set once the key
+    ceremony delivered it; until then the masked input waits.
+    """
 
     hybrid = True  # the policy sees mode bfv-masked
 
-    def __init__(
-        self,
-        client_id: int,
-        *,
-        rng: RandomSource,
-        signing_key: SigningKey,
-        roster: Mapping[int, bytes],
-        policy: ClientPolicy | None,
-        params: he.BfvParams,
-    ) -> None:
-        super().__init__(client_id, rng=rng, signing_key=signing_key, roster=roster, policy=policy)
+    def __init__(self, params: he.BfvParams) -> None:
         self.params = params
-        self.he_context: he.HEContext | None = None
+        self.context: he.HEContext | None = None
 
-    def resume(self) -> list[ClientMessage]:
-        """Send the masked input now if the HE key was the last thing missing."""
-        if self.phase is ClientPhase.AWAITING_INPUT and self._input is not None:
-            return self._guarded(self._send_masked_input)
-        return []
+    def dtype(self, config: RoundConfig) -> np.dtype[np.unsignedinteger]:
+        return np.dtype(np.uint64)  # (Q−1)·w_max < t/2: checked by the config
 
-    def abort(self, reason: str) -> list[ClientMessage]:
-        """Leave the round (a fault the wrapper saw); drops every secret."""
-        if self.phase in TERMINAL:
-            return []
-        round_ = self._config.round if self._config else 0
-        self._finish(ClientPhase.ABORTED, reason)
-        return [ClientAbort(self.client_id, round_, reason)]
+    def ready(self) -> bool:
+        return self.context is not None
 
-    def _finish(self, phase: ClientPhase, reason: str | None) -> None:
-        super()._finish(phase, reason)
-        self.he_context = None
-
-    def _send_masked_input(self) -> list[ClientMessage]:
-        if self.he_context is None:  # the shares are in but the key is not: wait for it
-            self.phase = ClientPhase.AWAITING_INPUT
-            return []
-        config, inp = self._config, self._input
-        assert config is not None and inp is not None and self._b is not None
-        assert self._signing_key is not None
-        values = np.empty(config.vector_length, dtype=np.uint64)
-        if inp.levels is not None:
-            values[: config.dim] = inp.levels
-        else:
-            assert inp.vector is not None
-            values[: config.dim] = quantize(inp.vector, config.quantizer, rng=self._rng)
-        values[: config.dim] *= np.uint64(inp.weight)  # (Q−1)·w_max < t/2: checked by the config
-        values[config.dim] = inp.weight
-        pair_seeds = {
-            peer: pairwise_seed(
-                self._s_shared[peer], session_id=self._session, u=self.client_id, v=peer
-            )
-            for peer, state in self._peers.items()
-            if peer != self.client_id and state is PeerState.SHARED
-        }
-        masked = mask_residues(
+    def seal(
+        self,
+        values: np.ndarray,
+        *,
+        config: RoundConfig,
+        seeds: Seeds,
+        signing_key: SigningKey | None,
+    ) -> bytes:
+        assert self.context is not None and signing_key is not None
+        masked = mask_input(
             values,
             modulus=self.params.plain_modulus,
-            me=self.client_id,
-            self_seed=self_mask_seed(self._b, session_id=self._session, owner=self.client_id),
-            pair_seeds=pair_seeds,
+            me=seeds.me,
+            self_seed=seeds.self_seed,
+            pair_seeds=seeds.pair_seeds,
         )
-        blobs = he.encrypt_residues(self.he_context, masked)
-        signature = sign(self._signing_key, *upload_fields(self._session, self.client_id, blobs))
-        payload = upload_payload(blobs, signature)
-        self.masked_digest = hashlib.sha256(payload).digest()
-        self.phase = ClientPhase.AWAITING_CONSISTENCY
-        return [MaskedInput(self.client_id, config.round, payload)]
+        blobs = he.encrypt_residues(self.context, masked)
+        signature = sign(signing_key, *upload_fields(seeds.session, seeds.me, blobs))
+        return upload_payload(blobs, signature)
+
+    def clear(self) -> None:
+        self.context = None
 
 
 class HEMaskedClientMachine:
@@ -230,13 +200,14 @@ class HEMaskedClientMachine:
         self._rng = rng
         self._signing = signing_key
         self._roster = dict(roster)
-        self._core = _MaskedClient(
+        self._payload = BfvClientPayload(he.BFV_8192)
+        self._core = ClientMachine(
             client_id,
             rng=rng,
             signing_key=signing_key,
             roster=roster,
             policy=policy,
-            params=he.BFV_8192,
+            payload=self._payload,
         )
         self._config: HEMaskedConfig | None = None
         self._keys: KeyCeremonyClient | None = None
@@ -328,14 +299,14 @@ class HEMaskedClientMachine:
         delivery = self._keys.on_keys(msg)
         if delivery is None:
             return []
-        self._core.he_context = self._keys.context  # the key holder has it now
+        self._payload.context = self._keys.context  # the key holder has it now
         return [delivery, *self._core.resume()]
 
     def _on_bundle(self, msg: HEKeyBundle) -> list[HEMaskedClientMessage]:
         if self._keys is None:
             return self._abort("key bundle before the round started")
         self._keys.on_bundle(msg)
-        self._core.he_context = self._keys.context
+        self._payload.context = self._keys.context
         return [*self._core.resume()]
 
     def _on_result(self, msg: HEResult) -> list[HEMaskedClientMessage]:
@@ -370,14 +341,15 @@ class HEMaskedClientMachine:
 # ---------------------------------------------------------------- server
 
 
-class _MaskedServer(ServerMachine):
-    """SecAgg's server, summing BFV ciphertexts and removing the masks under encryption."""
+class BfvServerPayload:
+    """The hybrid's server half: an encrypted sum, the masks removed under encryption."""
 
-    def __init__(
-        self, config: RoundConfig, *, roster: Mapping[int, bytes], params: he.BfvParams
-    ) -> None:
-        super().__init__(config, roster=roster)
+    streams = False  # an upload is a few ciphertexts, checked whole
+
+    def __init__(self, config: RoundConfig, params: he.BfvParams) -> None:
+        self.config = config
         self.params = params
+        #: The unmasked encrypted sum, once completed.
         self.result_blobs: tuple[bytes, ...] | None = None
         self._chunks = he.chunk_count(params, config.vector_length)
         self._encrypted: he.CiphertextSum | None = None
@@ -386,42 +358,34 @@ class _MaskedServer(ServerMachine):
         """The keyless context the uploads are summed with (from the key delivery)."""
         self._encrypted = he.CiphertextSum(public, length=self.config.vector_length)
 
-    def receive(self, client: int, msg: ClientMessage) -> None:
-        """Uploads carry ciphertexts, not a packed vector: all go to _validate_and_apply."""
-        self._receive(client, msg, None)
-
-    def receive_masked(self, client: int, round_: int, payload: PayloadSource) -> None:
-        raise InvalidMessage("hybrid uploads are ciphertexts; send them whole")
-
-    def _validate_and_apply(self, client: int, msg: ClientMessage) -> None:
-        if not isinstance(msg, MaskedInput):
-            super()._validate_and_apply(client, msg)
-            return
+    def add(self, client: int, payload: PayloadSource, *, session: bytes, verify: Verifier) -> None:
         if self._encrypted is None:
             raise WrongPhase("no HE key was delivered for this round")
-        blobs, signature = parse_upload(msg.payload, self._chunks)
-        self._verify(client, signature, *upload_fields(self._session, client, blobs))
+        blobs, signature = parse_upload(payload.read(0, payload.length), self._chunks)
+        verify(signature, *upload_fields(session, client, blobs))
         try:
             self._encrypted.add(blobs)  # checks every blob first; a refusal leaves the sum as is
         except he.InvalidCiphertext as exc:
             raise InvalidMessage(f"invalid ciphertext: {exc}") from None
 
-    def _after_unmask(self, answered: list[int]) -> Outgoing:
+    def unmask(
+        self,
+        *,
+        survivors: tuple[int, ...],
+        self_seeds: Sequence[bytes],
+        orphaned_pairs: Sequence[tuple[int, int, bytes]],
+    ) -> None:
+        """Add the mask correction as a plaintext: the sum stays encrypted, with no masks."""
         assert self._encrypted is not None
-        try:
-            self_seeds, orphaned = self._recovered_seeds(answered)
-        except (InvalidShare, InvalidKey) as exc:
-            return self._abort(f"unmasking failed: {exc}")
-        correction = unmask_correction(
-            self.config.vector_length,
+        # The masks taken off a zero vector: the correction c, Σ y + c ≡ Σ w·q(x) ‖ Σ w (mod t).
+        correction = remove_masks(
+            np.zeros(self.config.vector_length, dtype=np.uint64),
             modulus=self.params.plain_modulus,
             self_seeds=self_seeds,
-            orphaned_pairs=orphaned,
+            orphaned_pairs=orphaned_pairs,
         )
         self._encrypted.add_residues(correction)
         self.result_blobs = tuple(self._encrypted.result())
-        self.phase = ServerPhase.COMPLETED
-        return [(c, RoundComplete()) for c in answered]
 
 
 class HEMaskedServerMachine:
@@ -435,7 +399,8 @@ class HEMaskedServerMachine:
     def __init__(self, config: HEMaskedConfig, *, roster: Mapping[int, bytes]) -> None:
         self.config = config
         self._keys = KeyCeremonyServer(config.keys(), roster=roster)
-        self._core = _MaskedServer(config.secagg(), roster=roster, params=config.params)
+        self._payload = BfvServerPayload(config.secagg(), config.params)
+        self._core = ServerMachine(config.secagg(), roster=roster, payload=self._payload)
         self._ceremony_accepted = 0  # joins and the delivery (identical retries not counted)
         #: Clients the encrypted sum went to (those that unmasked): who holds the next model.
         self.recipients: tuple[int, ...] = ()
@@ -473,7 +438,7 @@ class HEMaskedServerMachine:
     @property
     def result_blobs(self) -> tuple[bytes, ...] | None:
         """The unmasked encrypted sum, once completed."""
-        return self._core.result_blobs
+        return self._payload.result_blobs
 
     def start(self) -> list[tuple[int, HEMaskedServerMessage]]:
         """Announce the round."""
@@ -534,7 +499,7 @@ class HEMaskedServerMachine:
             ):
                 self._keys.on_delivery(msg)
                 assert self._keys.public is not None
-                core.attach(self._keys.public)
+                self._payload.attach(self._keys.public)
             else:
                 raise WrongPhase(
                     f"{type(msg).__name__} is not accepted in phase {core.phase.value}"
@@ -574,9 +539,10 @@ class HEMaskedServerMachine:
         if phase is ServerPhase.SHARE:
             return [(c, bundle) for c, bundle in self._keys.bundles() if c in to] + out
         if core.phase is ServerPhase.COMPLETED:
-            assert core.result_blobs is not None
+            assert self._payload.result_blobs is not None
             self.recipients = tuple(sorted(to))
-            return [(c, HEResult(core.result_blobs, core.survivors)) for c in self.recipients]
+            blobs = self._payload.result_blobs
+            return [(c, HEResult(blobs, core.survivors)) for c in self.recipients]
         return out
 
 

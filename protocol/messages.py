@@ -64,7 +64,13 @@ class GraphReveal:
 
 @dataclass(frozen=True, slots=True)
 class MaskedInput:
-    """Round 2: y = w·q(x) ‖ w plus masks, bit-packed mod 2^k."""
+    """Round 2: y = w·q(x) ‖ w plus masks, in the form the round's variant fixes.
+
+    ``payload`` is opaque here: plain SecAgg bit-packs y mod 2^k, the
+    bfv-masked hybrid sends y mod t as signed BFV ciphertexts. The round (not
+    the message) says which, and only that variant's payload object
+    (:mod:`protocol.payload`) reads it, so the wire has one shape for both.
+    """
 
     client: int
     round: int

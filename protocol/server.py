@@ -11,6 +11,10 @@ Masked inputs are summed as they arrive, so memory is one accumulator, not
 one vector per client. :meth:`ServerMachine.receive_masked` also takes the
 payload from a :class:`PayloadSource` and sums it slice by slice, so a host
 that spools uploads to disk never holds a whole vector in memory.
+
+What an upload is, how it is summed and how the masks come off is the
+variant's (:mod:`protocol.payload`): plain SecAgg's mod-2^k ring unless the
+constructor is given another payload (the hybrid HE mode's).
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ import enum
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
@@ -54,55 +57,16 @@ from protocol.messages import (
     UnmaskRequest,
     UnmaskShares,
 )
+from protocol.payload import AggregateResult as AggregateResult  # re-exported
+from protocol.payload import InMemory, RingServerPayload, ServerPayload
+from protocol.payload import PayloadSource as PayloadSource  # re-exported
 from secagg.errors import InvalidKey, InvalidShare, InvalidSignature, ParameterError
-from secagg.masking import add_into, pairwise_seed, remove_masks, self_mask_seed
-from secagg.packing import packed_size, unpack
+from secagg.masking import pairwise_seed, self_mask_seed
 from secagg.primitives import shamir
-from secagg.primitives.prg import reduce_mod, word_dtype
 from secagg.primitives.signing import verify
 from secagg.primitives.x25519 import KEY_BYTES, X25519KeyPair, check_public, x25519_public
-from secagg.quantization import Quantizer, dequantize_sum
 
 Outgoing = list[tuple[int, ServerMessage]]
-#: Masked inputs are unpacked and summed this many 64-value groups at a time
-#: (131,072 values: a few MiB of temporaries, whatever the model size).
-SLICE_GROUPS = 2048
-
-
-class PayloadSource(Protocol):
-    """A masked payload the host holds outside memory (an upload spooled to disk)."""
-
-    @property
-    def length(self) -> int:
-        """Bytes in the payload."""
-        ...
-
-    @property
-    def sha256(self) -> bytes:
-        """SHA-256 of the whole payload (the host computed it while receiving)."""
-        ...
-
-    def read(self, offset: int, size: int) -> bytes:
-        """``size`` bytes from ``offset`` (fewer only past the end)."""
-        ...
-
-
-@dataclass(frozen=True)
-class _InMemory:
-    """A payload already in memory, read through the same slices."""
-
-    data: bytes
-
-    @property
-    def length(self) -> int:
-        return len(self.data)
-
-    @property
-    def sha256(self) -> bytes:
-        return hashlib.sha256(self.data).digest()
-
-    def read(self, offset: int, size: int) -> bytes:
-        return self.data[offset : offset + size]
 
 
 class ServerPhase(enum.Enum):
@@ -128,27 +92,6 @@ _EXPECTED: dict[ServerPhase, type] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class AggregateResult:
-    """The unmasked sum: Σ w_k·q(x_k) per coordinate and Σ w_k, over ``survivors``."""
-
-    total: np.ndarray
-    weight_sum: int
-    survivors: tuple[int, ...]
-    quantizer: Quantizer
-
-    def weighted_sum(self) -> np.ndarray:
-        """Σ_k w_k·x_k, dequantised."""
-        return dequantize_sum(self.total, self.quantizer, weight_sum=self.weight_sum)
-
-    def weighted_mean(self) -> np.ndarray:
-        """Σ_k w_k·x_k / Σ_k w_k (the FedAvg update)."""
-        if self.weight_sum == 0:
-            raise ParameterError("all weights are zero")
-        out: np.ndarray = self.weighted_sum() / self.weight_sum
-        return out
-
-
 @dataclass
 class _Phase:
     """Messages accepted in one phase, by client."""
@@ -160,7 +103,13 @@ class _Phase:
 class ServerMachine:
     """The aggregator's view of one round."""
 
-    def __init__(self, config: RoundConfig, *, roster: Mapping[int, bytes] | None = None) -> None:
+    def __init__(
+        self,
+        config: RoundConfig,
+        *,
+        roster: Mapping[int, bytes] | None = None,
+        payload: ServerPayload | None = None,
+    ) -> None:
         if config.profile not in SECURE_PROFILES:
             raise ParameterError(f"ServerMachine runs {SECURE_PROFILES}, not {config.profile!r}")
         if config.profile == "active" and not roster:
@@ -186,7 +135,8 @@ class ServerMachine:
         self._u1: dict[int, AdvertiseKeys] = {}
         self._u2: dict[int, ShareKeys] = {}
         self._u3: tuple[int, ...] = ()
-        self._sum = np.zeros(config.vector_length, dtype=word_dtype(config.modulus_bits))
+        #: The variant: what an upload is, how it is summed and unmasked (plain SecAgg by default).
+        self.payload: ServerPayload = payload or RingServerPayload(config)
 
     # ------------------------------------------------------------------ host API
 
@@ -227,7 +177,7 @@ class ServerMachine:
 
     def receive(self, client: int, msg: ClientMessage) -> None:
         """Accept one message from authenticated ``client``, or raise why not."""
-        payload = _InMemory(msg.payload) if isinstance(msg, MaskedInput) else None
+        payload = InMemory(msg.payload) if isinstance(msg, MaskedInput) else None
         self._receive(client, msg, payload)
 
     def receive_masked(self, client: int, round_: int, payload: PayloadSource) -> None:
@@ -236,7 +186,9 @@ class ServerMachine:
         Same checks, same outcome, same idempotency (an identical retry through
         either method is a no-op), but memory stays at a few MiB per call.
         """
-        self._receive(client, MaskedInput(client, round_, b""), payload)
+        if not self.payload.streams:
+            raise InvalidMessage("this round's uploads are read whole; send them whole")
+        self._receive(client, _header(client, round_), payload)
 
     def _receive(self, client: int, msg: ClientMessage, payload: PayloadSource | None) -> None:
         if self.phase is ServerPhase.ABORTED:
@@ -265,7 +217,7 @@ class ServerMachine:
             )
         try:
             if payload is not None:
-                self._add_masked(payload)
+                self._add_masked(client, payload)
             else:
                 self._validate_and_apply(client, msg)
         except ProtocolError as exc:
@@ -380,34 +332,20 @@ class ServerMachine:
                     *ses.commitment_fields(self._session, client, msg.self_mask_commitment),
                 )
             case MaskedInput():
-                self._add_masked(_InMemory(msg.payload))
+                self._add_masked(client, InMemory(msg.payload))
             case ConsistencySignature():
                 self._verify(client, msg.signature, *ses.survivors_fields(self._session, self._u3))
             case UnmaskShares():
                 self._check_unmask_shares(client, msg)
 
-    def _add_masked(self, payload: PayloadSource) -> None:
-        """Check the packed length and padding, then sum the payload slice by slice.
-
-        Every check that can fail runs before the first slice is added, so a
-        rejected payload never leaves part of itself in the sum.
-        """
-        length, bits = self.config.vector_length, self.config.modulus_bits
-        expected = packed_size(length, bits)
-        if payload.length != expected:
-            raise InvalidMessage(f"masked input has {payload.length} bytes, expected {expected}")
-        used = length * bits % 8
-        if used and payload.read(expected - 1, 1)[0] >> used:
-            raise InvalidMessage("non-zero padding bits in packed vector")
-        step = SLICE_GROUPS * 64  # whole 64-value groups: every slice starts on a byte
-        for start in range(0, length, step):
-            count = min(step, length - start)
-            data = payload.read(start * bits // 8, packed_size(count, bits))
-            try:
-                values = unpack(data, count, bits)
-            except ParameterError as exc:  # only a short read by the host can get here
-                raise InvalidMessage(str(exc)) from None
-            add_into(self._sum[start : start + count], values.astype(self._sum.dtype), bits)
+    def _add_masked(self, client: int, payload: PayloadSource) -> None:
+        """Check one upload and add it to the sum (the payload's rules; all or nothing)."""
+        self.payload.add(
+            client,
+            payload,
+            session=self._session,
+            verify=lambda signature, *fields: self._verify(client, signature, *fields),
+        )
 
     def _check_unmask_shares(self, client: int, msg: UnmaskShares) -> None:
         alive = set(self._u3)
@@ -517,7 +455,10 @@ class ServerMachine:
 
     def _after_unmask(self, answered: list[int]) -> Outgoing:
         try:
-            self.result = self._unmask(answered)
+            self_seeds, orphaned = self._recovered_seeds(answered)
+            self.result = self.payload.unmask(
+                survivors=self._u3, self_seeds=self_seeds, orphaned_pairs=orphaned
+            )
         except (InvalidShare, InvalidKey) as exc:
             return self._abort(f"unmasking failed: {exc}")
         self.phase = ServerPhase.COMPLETED
@@ -619,30 +560,14 @@ class ServerMachine:
             return secret
         raise InvalidShare(f"shares of client {owner} do not rebuild its committed secret")
 
-    def _unmask(self, answered: list[int]) -> AggregateResult:
-        config = self.config
-        alive = list(self._u3)
-        self_seeds, orphaned = self._recovered_seeds(answered)
-        total = remove_masks(
-            self._sum, bits=config.modulus_bits, self_seeds=self_seeds, orphaned_pairs=orphaned
-        )
-        reduce_mod(total, config.modulus_bits)
-        weight_sum = int(total[config.dim])
-        values = total[: config.dim].astype(np.uint64)
-        if weight_sum > len(alive) * config.max_weight:
-            raise InvalidShare("weight sum exceeds what the survivors can contribute")
-        if values.size and int(values.max()) > (config.levels - 1) * weight_sum:
-            raise InvalidShare("aggregate out of range: a client sent an inconsistent weight")
-        return AggregateResult(values, weight_sum, tuple(alive), config.quantizer)
-
     def _recovered_seeds(
         self, answered: list[int]
     ) -> tuple[list[bytes], list[tuple[int, int, bytes]]]:
         """Survivors' self-mask seeds, and (survivor, dropped, seed) for every orphaned pair.
 
         Every rebuilt secret is checked against its commitment or public key
-        (see :meth:`_reconstruct`). Shared with the hybrid HE mode, which expands
-        the same seeds modulo the BFV plain modulus instead of 2^k.
+        (see :meth:`_reconstruct`); the payload expands them (mod 2^k, or mod
+        the BFV plain modulus in the hybrid).
         """
         alive = list(self._u3)
         dropped = sorted(set(self._u2) - set(alive))
@@ -700,8 +625,13 @@ def _masked_digest(payload_sha256: bytes) -> bytes:
     return hashlib.sha256(b"masked" + payload_sha256).digest()
 
 
+def _header(client: int, round_: int) -> MaskedInput:
+    """A masked input without its bytes: the payload travels (or was summed) separately."""
+    return MaskedInput(client, round_, b"")
+
+
 def _stored(msg: ClientMessage) -> ClientMessage:
-    """What the server keeps: masked payloads are already summed, so drop their bytes."""
+    """What the server keeps: masked payloads are already summed, so only their header."""
     if isinstance(msg, MaskedInput):
-        return MaskedInput(msg.client, msg.round, b"")
+        return _header(msg.client, msg.round)
     return msg

@@ -1,9 +1,19 @@
-"""Mask PRG: AES-256-CTR keystream of a full 256-bit seed, read as residues mod 2^k.
+"""Mask PRG: AES-256-CTR keystream of a full 256-bit seed, read as residues.
 
-The seed is the AES key; the counter block starts at zero. Element ``i`` of
-the stream is the ``i``-th little-endian word of the keystream (word width =
-the smallest of 8/16/32/64 bits that holds ``k``), reduced mod 2^k. Reducing
-a uniform word mod a power of two that divides its range keeps it uniform.
+Two rings, one keystream (key = seed, counter block from zero):
+
+* mod 2^k (SecAgg's ring): element ``i`` is the ``i``-th little-endian word
+  of the keystream (word width = the smallest of 8/16/32/64 bits that holds
+  ``k``), reduced mod 2^k. Reducing a uniform word mod a power of two that
+  divides its range keeps it uniform. :func:`prg_words`,
+  :func:`prg_accumulate_many`, :func:`reduce_mod`.
+* mod any m (the BFV plain modulus t of the hybrid HE mode): 32- or 64-bit
+  words, rejection sampled (definition below :data:`MAX_MODULUS`).
+  :func:`prg_residues`, :func:`prg_accumulate_mod`.
+
+The two word rules differ for small powers of two (m = 2 reads 32-bit words
+in the second, 8-bit words in the first), and both are pinned by
+known-answer vectors, so the caller names the ring: ``bits`` or ``modulus``.
 
 Every seed must be used for exactly one vector: seeds come from HKDF with a
 per-purpose label and the session id, so two masks never share a keystream.
@@ -164,3 +174,85 @@ def reduce_mod(acc: np.ndarray, bits: int) -> np.ndarray:
     if bits < acc.dtype.itemsize * 8:
         np.bitwise_and(acc, modulus_mask(bits), out=acc)
     return acc
+
+
+# ---------------------------------------------------------------- mod any m
+
+# Definition (the known-answer vectors are computed from it, not from this
+# code): the AES-256-CTR keystream of the 32-byte seed (key = seed, counter
+# block starting at zero, as above) is read as
+# little-endian words of W = 32 bits when m ≤ 2^32, else 64 bits. A word w is
+# accepted iff w < L = ⌊2^W / m⌋·m and then yields w mod m; element i of the
+# output is the i-th accepted word. Each residue class has exactly ⌊2^W / m⌋
+# accepted preimages, so a uniform keystream gives exactly uniform residues (no
+# modulo bias). Rejection is rare for the moduli we use (t ≈ 2^30 with 32-bit
+# words: 4.6·10^-5) and below 1/2 for any m.
+#
+# Same rule as the 2^k PRG: every seed masks exactly one vector.
+
+#: Largest modulus: residues fit uint64 with room for one addition before reducing.
+MAX_MODULUS = 1 << 62
+
+
+def word_bits(modulus: int) -> int:
+    """W: 32-bit keystream words for m ≤ 2^32, 64-bit words above."""
+    _check_modulus(modulus)
+    return 32 if modulus <= 1 << 32 else 64
+
+
+def acceptance_limit(modulus: int) -> int:
+    """L = ⌊2^W / m⌋·m: words at or above L are rejected."""
+    width = word_bits(modulus)
+    return ((1 << width) // modulus) * modulus
+
+
+def prg_residues(seed: bytes, length: int, modulus: int) -> np.ndarray:
+    """``length`` residues uniform in [0, m) from ``seed`` (uint64), by the definition above."""
+    if len(seed) != SEED_BYTES:
+        raise ParameterError("PRG seed must be 32 bytes")
+    if not isinstance(length, int) or length < 0:
+        raise ParameterError("length must be a non-negative integer")
+    width = word_bits(modulus)
+    limit = acceptance_limit(modulus)
+    dtype = np.dtype("<u4") if width == 32 else np.dtype("<u8")
+    everything = limit == 1 << width  # m divides 2^W: no word is rejected
+    m = dtype.type(modulus) if modulus < 1 << width else None  # None: m = 2^W, w mod m = w
+    accept = limit / float(1 << width)  # > 1/2
+    stream = Keystream(seed)
+    out = np.empty(length, dtype=np.uint64)
+    filled = 0
+    while filled < length:
+        want = length - filled
+        draw = int(want / accept * 1.001) + 64  # one pass almost always suffices
+        words = np.empty(draw, dtype=dtype)
+        stream.read_into(words)
+        kept = words if everything else words[words < dtype.type(limit)]
+        take = kept[:want]
+        out[filled : filled + take.size] = take if m is None else np.remainder(take, m)
+        filled += take.size
+    return out
+
+
+def prg_accumulate_mod(
+    acc: np.ndarray, seed: bytes, modulus: int, *, subtract: bool = False
+) -> None:
+    """``acc ±= PRG_m(seed) mod m`` in place; ``acc`` is a uint64 vector of residues in [0, m)."""
+    if acc.dtype != np.uint64 or acc.ndim != 1 or not acc.flags.c_contiguous:
+        raise ParameterError("accumulator must be a contiguous 1-D uint64 array")
+    mask = prg_residues(seed, acc.size, modulus)
+    m = np.uint64(modulus)
+    # Branch-free reduction on uint64 (values < m ≤ 2^62): a difference that wrapped below
+    # zero is huge, so the smaller of "d" and "d ∓ m" is always the residue in [0, m).
+    if subtract:
+        np.subtract(acc, mask, out=acc)  # acc − r, or acc − r + 2^64 if it wrapped
+        np.minimum(acc, acc + m, out=acc)  # + m wraps back exactly when acc − r < 0
+    else:
+        np.add(acc, mask, out=acc)  # < 2m: no overflow
+        np.minimum(acc, acc - m, out=acc)  # − m wraps (huge) exactly when acc < m
+
+
+def _check_modulus(modulus: int) -> None:
+    if isinstance(modulus, bool) or not isinstance(modulus, int):
+        raise ParameterError("modulus must be an integer")
+    if not 2 <= modulus <= MAX_MODULUS:
+        raise ParameterError(f"modulus must be in [2, 2^62], got {modulus}")

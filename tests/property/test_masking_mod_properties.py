@@ -10,8 +10,8 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from secagg.masking_mod import mask_residues, unmask_correction
-from secagg.primitives.prg_mod import MAX_MODULUS, prg_residues
+from secagg.masking import mask_input, remove_masks
+from secagg.primitives.prg import MAX_MODULUS, prg_residues
 from secagg.rng import DeterministicRandomSource
 
 #: The BFV plain modulus, small primes, a composite and the largest allowed modulus.
@@ -38,7 +38,7 @@ class Round:
         }
 
     def masked(self, u: int) -> np.ndarray:
-        return mask_residues(
+        return mask_input(
             np.array(self.inputs[u], dtype=np.uint64),
             modulus=self.modulus,
             me=u,
@@ -88,8 +88,11 @@ def masked_sum(r: Round, members: list[int]) -> list[int]:
 @given(r=rounds())
 def test_pairwise_masks_cancel_and_self_masks_come_off(r: Round) -> None:
     """Σ y_u + correction(all self seeds) ≡ Σ x_u (mod m), exactly."""
-    c = unmask_correction(
-        r.dim, modulus=r.modulus, self_seeds=[r.self_seeds[u] for u in r.clients], orphaned_pairs=[]
+    c = remove_masks(
+        np.zeros(r.dim, dtype=np.uint64),
+        modulus=r.modulus,
+        self_seeds=[r.self_seeds[u] for u in r.clients],
+        orphaned_pairs=[],
     )
     total = masked_sum(r, r.clients)
     got = [(t + int(ci)) % r.modulus for t, ci in zip(total, c, strict=True)]
@@ -104,8 +107,8 @@ def test_dropouts_are_repaired_exactly(r: Round, data: st.DataObject) -> None:
     orphaned = [
         (u, v, seed) for u in survivors for v, seed in r.neighbours(u).items() if v in dropped
     ]
-    c = unmask_correction(
-        r.dim,
+    c = remove_masks(
+        np.zeros(r.dim, dtype=np.uint64),
         modulus=r.modulus,
         self_seeds=[r.self_seeds[u] for u in survivors],
         orphaned_pairs=orphaned,

@@ -22,7 +22,7 @@ Files written:
 - ``derive_key.json``: ``derive_key``, ``pairwise_seed`` and ``self_mask_seed``.
 - ``quantization.json``: ``quantize`` with both roundings.
 - ``masking.json``: one client's ``mask_input``.
-- ``prg_mod.json``: the mask PRG modulo m (``secagg.primitives.prg_mod``), computed
+- ``prg_mod.json``: the mask PRG modulo m (``secagg.primitives.prg.prg_residues``), computed
   here from its definition: AES-256-CTR words of 32 bits (m ≤ 2^32) or 64 bits,
   rejection of words ≥ ⌊2^W/m⌋·m, the rest reduced mod m.
 """

@@ -165,7 +165,7 @@ def test_a_colluding_key_holder_sees_only_a_masked_upload() -> None:
     def collude(run: Run, cid: int, msg: HEMaskedClientMessage) -> HEMaskedClientMessage:
         if isinstance(msg, MaskedInput):
             uploads[cid] = msg.payload
-            context = run.clients[2]._core.he_context  # client 2 hands its key over
+            context = run.clients[2]._payload.context  # client 2 hands its key over
             if context is not None and not stolen:
                 stolen.append(context)
         return msg

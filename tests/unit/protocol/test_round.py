@@ -213,11 +213,11 @@ def test_identical_retry_after_its_phase_closed_is_a_no_op(closing: ServerPhase)
     (sent,) = replies[last]
     h.advance()  # the phase closed with every answer in
     before = (h.server.phase, h.server.accepted_count(), dict(h.server.excluded))
-    sum_before = h.server._sum.copy() if h.server._sum is not None else None
+    sum_before = h.server.payload.sum.copy() if h.server.payload.sum is not None else None
     assert h.send(last, sent) is None  # identical: accepted as a repeat, nothing changes
     assert (h.server.phase, h.server.accepted_count(), dict(h.server.excluded)) == before
     if sum_before is not None:
-        assert np.array_equal(h.server._sum, sum_before)
+        assert np.array_equal(h.server.payload.sum, sum_before)
     if not isinstance(sent, MaskedInput):  # a different message for the closed phase
         other = replies[min(replies)][0]
         assert isinstance(h.send(last, dataclasses.replace(other, client=last)), WrongPhase)
@@ -241,12 +241,12 @@ def test_late_masked_input_is_refused_and_stays_masked(profile: Profile) -> None
 
     # It arrives now, and again in every later phase: always FAILED_PRECONDITION.
     while h.server.phase not in (ServerPhase.COMPLETED, ServerPhase.ABORTED):
-        sum_before = h.server._sum.copy()
+        sum_before = h.server.payload.sum.copy()
         waiting = h.server.waiting_for()
         error = h.send(late, held)
         assert isinstance(error, WrongPhase)
         assert error.status == "FAILED_PRECONDITION"
-        assert np.array_equal(h.server._sum, sum_before)
+        assert np.array_equal(h.server.payload.sum, sum_before)
         assert h.server.waiting_for() == waiting
         assert late not in h.server.excluded
         h.step()

@@ -102,7 +102,7 @@ def _snapshot(h: Harness) -> tuple[object, ...]:
         s.phase,
         frozenset(s.waiting_for()),
         tuple(sorted(s.excluded.items())),
-        s._sum.tobytes(),
+        s.payload.sum.tobytes(),
         s.survivors,
     )
 
@@ -161,7 +161,7 @@ def test_malformed_masked_input_excludes_only_its_sender(case: str) -> None:
     assert isinstance(error, InvalidMessage)
     assert error.status == "INVALID_ARGUMENT"
     assert bad in h.server.excluded
-    assert h.server._sum.tobytes() == before[3]  # the rejected payload was not added
+    assert h.server.payload.sum.tobytes() == before[3]  # the rejected payload was not added
     # Its valid input, sent afterwards, is refused too: it is out of the round.
     assert isinstance(h.send(bad, good), WrongPhase)
     h.deliver_up({c: r for c, r in replies.items() if c > bad})
@@ -277,14 +277,14 @@ def test_conflicting_second_message_excludes_its_sender(phase: ServerPhase) -> N
     (first,) = replies[DUP]
     second = _conflicting(first)
     assert second != first
-    sum_before = h.server._sum.tobytes()
+    sum_before = h.server.payload.sum.tobytes()
 
     error = h.send(DUP, second)
 
     assert isinstance(error, ConflictingMessage)
     assert error.status == "ALREADY_EXISTS"
     assert h.server.excluded[DUP] == "sent a conflicting second message"
-    assert h.server._sum.tobytes() == sum_before  # the second payload is never added
+    assert h.server.payload.sum.tobytes() == sum_before  # the second payload is never added
     assert isinstance(h.send(DUP, first), WrongPhase)  # and it is out of the round
     _finish(h)
     everyone = list(h.config.clients)
@@ -393,7 +393,7 @@ def test_share_keys_from_another_session_fail_authentication() -> None:
     error = h.send(2, replayed)
     assert isinstance(error, AuthenticationFailed), error
     assert error.status == "UNAUTHENTICATED"
-    assert h.server._sum.tobytes() == before[3]
+    assert h.server.payload.sum.tobytes() == before[3]
     assert 2 in h.server.excluded
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from secagg.errors import ParameterError
-from secagg.masking_mod import as_residues, mask_residues, unmask_correction
-from secagg.primitives.prg_mod import (
+from secagg.masking import as_residues, mask_input, remove_masks
+from secagg.primitives.prg import (
     MAX_MODULUS,
     acceptance_limit,
     prg_accumulate_mod,
@@ -98,9 +98,10 @@ def test_masks_hide_the_input_and_the_correction_removes_them() -> None:
     """One client alone: y ≠ x, and adding the self-mask correction gives x back."""
     x = np.arange(1000, dtype=np.uint64)
     self_seed = hashlib.sha256(b"self").digest()
-    y = mask_residues(x, modulus=T, me=1, self_seed=self_seed, pair_seeds={})
+    y = mask_input(x, modulus=T, me=1, self_seed=self_seed, pair_seeds={})
     assert int(np.sum(y == x)) < 5
-    c = unmask_correction(1000, modulus=T, self_seeds=[self_seed], orphaned_pairs=[])
+    zeros = np.zeros(1000, dtype=np.uint64)
+    c = remove_masks(zeros, modulus=T, self_seeds=[self_seed], orphaned_pairs=[])
     assert np.array_equal((y + c) % np.uint64(T), x)
 
 
